@@ -1,0 +1,3 @@
+"""heatdeploy: deploy heatmap keypoint models with existence heads to edge engines, with parity proof."""
+
+__version__ = "0.1.0"

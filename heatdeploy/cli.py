@@ -1,0 +1,338 @@
+"""The ``heatdeploy`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="Deploy heatmap keypoint models with existence heads to edge engines, with keypoint-level parity.\n\n"
+         "Examples:\n\n"
+         "  heatdeploy demo --out out/\n\n"
+         "  heatdeploy export reference --format onnx --out bundle/\n\n"
+         "  heatdeploy run bundle/ photo1.jpg photos/ --out preds/\n\n"
+         "  heatdeploy eval bundle/\n\n"
+         "  heatdeploy inspect bundle/",
+    no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Error types whose message is already a one-line diagnosis (file + fix)."""
+    from heatdeploy.bundle import BundleError
+    from heatdeploy.runtime.backends.base import BackendError
+    from heatdeploy.runtime.preprocess import ImageError
+    from heatdeploy.spec import SpecError
+
+    errors: list[type[BaseException]] = [BundleError, BackendError, ImageError, SpecError, FileNotFoundError]
+    try:
+        from heatdeploy.exporters.inspect import InspectError
+        from heatdeploy.exporters.onnx import OnnxExportError, OnnxFileError
+        from heatdeploy.exporters.sources import SourceError
+
+        errors += [InspectError, OnnxExportError, OnnxFileError, SourceError]
+    except ImportError:  # a runtime-only install has no exporters
+        pass
+    return tuple(errors)
+
+
+def cli_errors(fn: F) -> F:
+    """Turn known errors into 'error: ...' on stderr and exit code 1, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as exc:
+            msg = str(exc)
+            if isinstance(exc, FileNotFoundError) and exc.filename:
+                msg = f"{exc.filename}: no such file"
+            console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def expand_images(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded (recursively, sorted) to their image files."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(p)
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+# --- export ------------------------------------------------------------------------------------------
+def export_bundle(model: str, out: Path, *, weights: str | None = None, spec_path: str | None = None,
+                  opset: int = 17) -> Path:
+    """MODEL -> bundle directory with model.onnx (FP32); built beside ``out`` and renamed into place."""
+    from heatdeploy.bundle import Bundle, staged_dir
+
+    with staged_dir(out) as tmp:
+        if model.endswith(".onnx"):
+            spec, tools, notes = _import_onnx(Path(model), tmp / "model.onnx", spec_path)
+        else:
+            from heatdeploy.exporters.onnx import export_onnx
+            from heatdeploy.exporters.sources import load_torch_model
+
+            with console.status(f"loading {model}"):
+                module, spec = load_torch_model(model, weights=weights, spec_path=spec_path)
+            with console.status(f"exporting {model} to ONNX (opset {opset})"):
+                rep = export_onnx(module, spec, tmp / "model.onnx", opset=opset)
+            diffs = ", ".join(f"{k} {v:.2e}" for k, v in rep.max_abs_diff.items())
+            console.print(f"exported ONNX opset {rep.opset} via {rep.exporter}; max |ORT FP32 - torch|: {diffs}")
+            tools = rep.tools
+            notes = {"opset": rep.opset, "exporter": rep.exporter, "max_abs_diff_vs_torch": rep.max_abs_diff,
+                     "optimized": rep.optimized, "export_notes": rep.notes}
+        bundle = Bundle.create(tmp, spec)
+        bundle.add_file(tmp / "model.onnx", "model.onnx", name="onnx-fp32", format="onnx", precision="fp32",
+                        backend="onnxruntime", tools=tools, notes=notes)
+        bundle.info["source"] = model
+        bundle.save()
+    return out
+
+
+def _import_onnx(src: Path, dest: Path, spec_path: str | None) -> tuple[Any, dict[str, str], dict[str, Any]]:
+    """A user's .onnx as the FP32 artifact: spec from --spec or its metadata, checked against the graph."""
+    import onnx
+
+    from heatdeploy.exporters.onnx import check_spec_against_graph, embed_spec, load_model_proto, read_spec
+    from heatdeploy.fsutil import atomic_path
+    from heatdeploy.spec import ModelSpec, SpecError
+
+    proto = load_model_proto(src)
+    spec = ModelSpec.load(spec_path) if spec_path else read_spec(proto)
+    if spec is None:
+        raise SpecError(f"{src}: carries no heatdeploy spec; pass --spec SPEC.json")
+    check_spec_against_graph(proto, spec)
+    embed_spec(proto, spec)
+    with atomic_path(dest) as tmp:
+        onnx.save(proto, str(tmp))
+    return spec, {"onnx": onnx.__version__}, {"imported_from": str(src)}
+
+
+@app.command()
+@cli_errors
+def export(
+    model: Annotated[str, typer.Argument(help="'reference', a torch.export .pt2, package.module:factory, "
+                                               "or an .onnx")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundle directory to write")],
+    format: Annotated[str, typer.Option("--format", help="artifact format")] = "onnx",
+    weights: Annotated[str | None, typer.Option(help="weights for module:factory (weights_only load)")] = None,
+    spec: Annotated[str | None, typer.Option("--spec", help="ModelSpec JSON where the model has none")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 is read by every target)")] = 17,
+) -> None:
+    """Export MODEL to a bundle: manifest.json + model.onnx + sha256 of each file.
+
+    Example: heatdeploy export reference --format onnx --out bundle/
+    """
+    if format != "onnx":
+        raise typer.BadParameter(f"--format {format}: only 'onnx' is available in this version")
+    export_bundle(model, out, weights=weights, spec_path=spec, opset=opset)
+    console.print(f"bundle written: {out}")
+
+
+# --- run ---------------------------------------------------------------------------------------------
+def run_images(bundle: Path, images: list[Path], out: Path | None, *, precision: str | None = None,
+               backend: str | None = None, artifact: str | None = None,
+               batch_size: int = 8) -> list[dict[str, Any]]:
+    """Predict images with a bundle; write predictions.json and overlay PNGs under ``out``."""
+    import cv2
+
+    from heatdeploy.fsutil import atomic_write_bytes, atomic_write_text
+    from heatdeploy.runtime import Pipeline
+    from heatdeploy.runtime.draw import draw_keypoints
+    from heatdeploy.runtime.preprocess import load_image
+
+    pipe = Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend)
+    files = expand_images(images)
+    arrays = [load_image(f) for f in files]  # fail on a bad file before writing anything
+    records: list[dict[str, Any]] = []
+    with _progress() as prog:
+        task = prog.add_task("predicting", total=len(files))
+        for i in range(0, len(files), batch_size):
+            pred = pipe.predict(arrays[i:i + batch_size], batch_size=batch_size)
+            records += pred.to_records(pipe.spec.keypoints, [str(f) for f in files[i:i + batch_size]])
+            if out is not None:
+                for j, img in enumerate(arrays[i:i + batch_size]):
+                    vis = draw_keypoints(img, pred.keypoints[j], pred.presence[j], pred.present[j],
+                                         pipe.spec.skeleton, names=pipe.spec.keypoints)
+                    ok, buf = cv2.imencode(".png", vis)
+                    atomic_write_bytes(out / "overlays" / f"{files[i + j].stem}.png", buf.tobytes())
+            prog.advance(task, len(arrays[i:i + batch_size]))
+    if out is not None:
+        atomic_write_text(out / "predictions.json", json.dumps(records, indent=2))
+    return records
+
+
+@app.command()
+@cli_errors
+def run(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory or .onnx with embedded spec")],
+    images: Annotated[list[Path], typer.Argument(help="image files or folders")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for predictions.json + overlays")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print predictions as JSON to stdout")] = False,
+    precision: Annotated[str | None, typer.Option(help="artifact precision to run (fp32, int8, ...)")] = None,
+    backend: Annotated[str | None, typer.Option(help="override the artifact's backend")] = None,
+    artifact: Annotated[str | None, typer.Option(help="artifact name in the bundle")] = None,
+) -> None:
+    """Decode keypoints, scores and existence for IMAGES.
+
+    Example: heatdeploy run bundle/ samples/ --out preds/ --json
+    """
+    records = run_images(bundle, images, out, precision=precision, backend=backend, artifact=artifact)
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+    if out is not None:
+        console.print(f"{len(records)} images: {out / 'predictions.json'}, overlays in {out / 'overlays'}")
+
+
+# --- inspect -----------------------------------------------------------------------------------------
+@app.command()
+@cli_errors
+def inspect(path: Annotated[Path, typer.Argument(help="bundle directory or .onnx file")],
+            as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Print the spec, inputs/outputs, artifacts and hashes of a bundle or ONNX file.
+
+    Example: heatdeploy inspect bundle/
+    """
+    from heatdeploy.exporters.inspect import describe
+
+    info = describe(path)
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
+    else:
+        Console().print_json(json.dumps(info, default=str))
+    bad = [f"{a['name']}: {a['status']}" for a in info.get("artifacts", []) if a.get("status", "ok") != "ok"]
+    if bad:
+        console.print(f"[red]error:[/red] {path}: artifact files do not match the manifest ({'; '.join(bad)}); "
+                      "re-export the bundle", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+# --- eval --------------------------------------------------------------------------------------------
+def eval_bundle(bundle: Path, data: Path | None = None, *, precision: str | None = None,
+                backend: str | None = None, artifact: str | None = None) -> dict[str, Any]:
+    from heatdeploy.evaluate import evaluate
+    from heatdeploy.models.evalset import EVAL_DIR, read_labelled_set
+    from heatdeploy.runtime import Pipeline
+
+    split = read_labelled_set(data or EVAL_DIR)
+    pipe = Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend)
+    with _progress() as prog:
+        task = prog.add_task("evaluating", total=len(split.files))
+        _, report = evaluate(pipe, split, advance=lambda n: prog.advance(task, n))
+    report["artifact"] = pipe.artifact.name if pipe.artifact else str(bundle)
+    report["backend"] = pipe.backend_name
+    return report
+
+
+def print_report(title: str, report: dict[str, Any]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in report.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    Console().print(table)
+
+
+@app.command("eval")
+@cli_errors
+def eval_cmd(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory or .onnx with embedded spec")],
+    data: Annotated[Path | None, typer.Option(help="labelled split (default: the shipped evaluation split)")]
+    = None,
+    precision: Annotated[str | None, typer.Option(help="artifact precision")] = None,
+    backend: Annotated[str | None, typer.Option(help="override the artifact's backend")] = None,
+    artifact: Annotated[str | None, typer.Option(help="artifact name")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """PCK@0.05 (of the image diagonal) and existence accuracy against ground truth.
+
+    Example: heatdeploy eval bundle/
+    """
+    report = eval_bundle(bundle, data, precision=precision, backend=backend, artifact=artifact)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        print_report(f"accuracy of {report['artifact']} on {data or 'the shipped evaluation split'}", report)
+
+
+# --- training ----------------------------------------------------------------------------------------
+@app.command("train-reference")
+@cli_errors
+def train_reference_cmd(
+    out: Annotated[Path, typer.Option(help="weights file to write")] = Path("runs/reference.pt"),
+    steps: Annotated[int, typer.Option(help="optimiser steps (the shipped weights used 1200)")] = 1200,
+    batch: Annotated[int, typer.Option(help="images per step")] = 32,
+    seed: Annotated[int, typer.Option(help="data and init seed")] = 0,
+    val_every: Annotated[int, typer.Option(help="validate every N steps (0: only at the end)")] = 200,
+) -> None:
+    """Train the reference model from scratch on the synthetic set (about an hour on 2 CPU cores).
+
+    Example: heatdeploy train-reference --out runs/reference.pt
+    """
+    from heatdeploy.models.train import TrainConfig, train_reference
+
+    cfg = TrainConfig(steps=steps, batch=batch, seed=seed, val_every=val_every or steps)
+    record = train_reference(out, cfg, log=lambda s: console.print(s, highlight=False))
+    console.print(f"weights: {out} ({record['seconds']:.0f} s on {record['device']}); "
+                  f"last validation: {record['history'][-1] if record['history'] else 'none'}")
+
+
+@app.command("make-data", hidden=True)
+def make_data(n_eval: int = 300) -> None:
+    """Regenerate the shipped evaluation split and sample images (deterministic)."""
+    from heatdeploy.models.evalset import make_shipped_data
+
+    make_shipped_data(n_eval)
+
+
+# --- the main job ------------------------------------------------------------------------------------
+@app.command()
+@cli_errors
+def demo(out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out")) -> None:
+    """The main job on the shipped reference model: export, run on samples, evaluate.
+
+    Example: heatdeploy demo --out out/
+    """
+    from heatdeploy.fsutil import atomic_write_text
+    from heatdeploy.models.evalset import SAMPLES_DIR
+
+    bundle = out / "bundle"
+    export_bundle("reference", bundle)
+    records = run_images(bundle, [SAMPLES_DIR], out / "samples")
+    report = eval_bundle(bundle)
+    atomic_write_text(out / "eval.json", json.dumps(report, indent=2))
+    print_report("reference model, ONNX Runtime FP32, shipped evaluation split", report)
+    console.print(f"bundle: {bundle}")
+    console.print(f"keypoints JSON: {out / 'samples' / 'predictions.json'} ({len(records)} images)")
+    console.print(f"overlays: {out / 'samples' / 'overlays'}")
+    console.print(f"accuracy: {out / 'eval.json'}")
+
+
+if __name__ == "__main__":
+    app()

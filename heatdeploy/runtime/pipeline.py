@@ -1,0 +1,156 @@
+"""Load a bundle (or a bare .onnx with an embedded spec) and turn images into keypoints.
+
+preprocess -> backend.infer -> decode -> map back to image pixels. The same decoder serves
+every backend, so engines differ only in the tensors they return.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heatdeploy.bundle import Artifact, Bundle, BundleError
+from heatdeploy.runtime.backends.base import Backend, BackendError, load_backend
+from heatdeploy.runtime.decode import HeatmapCodec, select_heatmaps
+from heatdeploy.runtime.preprocess import Preprocessor, load_image, map_to_image
+from heatdeploy.spec import METADATA_KEY, ModelSpec, SpecError
+
+
+@dataclass
+class Prediction:
+    """Keypoints of a batch in original-image pixels, with scores and existence."""
+
+    keypoints: np.ndarray  # [N,K,2] float32 (x, y), pixel centres at integers
+    scores: np.ndarray  # [N,K] heatmap peak
+    presence: np.ndarray  # [N,K] existence probability
+    present: np.ndarray  # [N,K] bool
+    image_sizes: np.ndarray  # [N,2] (h, w)
+    keypoints_input: np.ndarray  # [N,K,2] in model-input pixels
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # raw engine outputs
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    def to_records(self, names: Sequence[str], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """One JSON-ready record per image."""
+        out = []
+        for i in range(len(self.keypoints)):
+            kps = [{"name": n, "x": round(float(x), 2), "y": round(float(y), 2),
+                    "score": round(float(s), 4), "presence": round(float(p), 4), "present": bool(f)}
+                   for n, (x, y), s, p, f in zip(names, self.keypoints[i], self.scores[i], self.presence[i],
+                                                 self.present[i], strict=True)]
+            rec: dict[str, Any] = {"height": int(self.image_sizes[i][0]), "width": int(self.image_sizes[i][1]),
+                                   "keypoints": kps}
+            if files is not None:
+                rec = {"image": str(files[i]), **rec}
+            out.append(rec)
+        return out
+
+
+def _concat(preds: list[Prediction]) -> Prediction:
+    if len(preds) == 1:
+        return preds[0]
+    keys = preds[0].outputs.keys()
+    timings = {k: sum(p.timings.get(k, 0.0) for p in preds) for k in preds[0].timings}
+    return Prediction(*(np.concatenate([getattr(p, f) for p in preds]) for f in
+                        ("keypoints", "scores", "presence", "present", "image_sizes", "keypoints_input")),
+                      outputs={k: np.concatenate([p.outputs[k] for p in preds]) for k in keys},
+                      timings=timings)
+
+
+class Pipeline:
+    """A loaded model ready to predict: spec + backend + preprocessor + codec."""
+
+    def __init__(self, backend: Backend, spec: ModelSpec, backend_name: str = "",
+                 artifact: Artifact | None = None, bundle: Bundle | None = None) -> None:
+        self.backend, self.spec, self.backend_name = backend, spec, backend_name
+        self.artifact, self.bundle = artifact, bundle
+        self.preprocess = Preprocessor(spec.input)
+        self.codec = HeatmapCodec(spec)
+        missing = [n for n in (spec.input.name,) if n not in backend.input_names]
+        missing += [n for n in spec.output_names if n not in backend.output_names]
+        if missing:
+            raise SpecError(f"the spec names {', '.join(map(repr, missing))} but the model has inputs "
+                            f"{backend.input_names} and outputs {backend.output_names}; fix the spec's names")
+
+    @classmethod
+    def load(cls, path: str | Path, *, artifact: str | None = None, precision: str | None = None,
+             backend: str | None = None, options: dict[str, Any] | None = None,
+             verify: bool = True) -> Pipeline:
+        """Open a bundle directory or a bare ``.onnx`` that embeds its spec."""
+        path = Path(path)
+        if path.is_file() and path.suffix == ".onnx":
+            from heatdeploy.runtime.backends.onnxruntime import read_metadata
+
+            text = read_metadata(str(path)).get(METADATA_KEY)
+            if text is None:
+                raise SpecError(f"{path}: carries no heatdeploy spec; export it with 'heatdeploy export' "
+                                "or pass a bundle")
+            spec = ModelSpec.from_json(text, f"{path}: metadata {METADATA_KEY}")
+            name = backend or "onnxruntime"
+            return cls(load_backend(name, str(path), options), spec, name)
+        b = Bundle.load(path, verify=verify)
+        art = _pick_artifact(b, artifact, precision, backend)
+        name = backend or art.backend
+        return cls(load_backend(name, str(b.path_of(art)), options), b.spec, name, art, b)
+
+    def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        return self.backend.infer({self.spec.input.name: tensor})
+
+    def predict(self, images: Sequence[np.ndarray | str | Path], boxes: np.ndarray | None = None,
+                batch_size: int = 8) -> Prediction:
+        """Images (arrays in BGR or paths) -> keypoints in each image's own pixels."""
+        arrays = [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
+        if not arrays:
+            raise ValueError("predict: no images given")
+        preds = []
+        for i in range(0, len(arrays), batch_size):
+            chunk_boxes = None if boxes is None else np.asarray(boxes)[i:i + batch_size]
+            preds.append(self._predict_batch(arrays[i:i + batch_size], chunk_boxes))
+        return _concat(preds)
+
+    def _predict_batch(self, images: Sequence[np.ndarray], boxes: np.ndarray | None) -> Prediction:
+        t0 = time.perf_counter()
+        batch = self.preprocess(images, boxes)
+        t1 = time.perf_counter()
+        outputs = self.infer(batch.tensor)
+        t2 = time.perf_counter()
+        pred = self.decode(outputs, batch.transforms, batch.image_sizes)
+        t3 = time.perf_counter()
+        pred.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "decode": t3 - t2}
+        return pred
+
+    def decode(self, outputs: dict[str, np.ndarray], transforms: np.ndarray,
+               image_sizes: np.ndarray) -> Prediction:
+        spec = self.spec
+        heatmaps = select_heatmaps(outputs[spec.heatmap.name], spec)
+        existence = outputs[spec.existence.name] if spec.existence is not None else None
+        dec = self.codec.decode(heatmaps, existence)  # the codec applies the spec's activation
+        return Prediction(keypoints=map_to_image(dec.coords, transforms).astype(np.float32),
+                          scores=dec.scores, presence=dec.presence, present=dec.present,
+                          image_sizes=np.asarray(image_sizes), keypoints_input=dec.coords, outputs=outputs)
+
+
+def _pick_artifact(b: Bundle, name: str | None, precision: str | None, backend: str | None) -> Artifact:
+    """An explicit name wins; otherwise the first artifact matching precision/backend (fp32 preferred)."""
+    if name is not None:
+        return b.artifact(name)
+    if precision is None:
+        try:
+            return b.artifact(precision="fp32", backend=backend)
+        except BundleError:
+            pass
+    return b.artifact(precision=precision, backend=backend)
+
+
+def write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
+    from heatdeploy.fsutil import atomic_write_text
+
+    atomic_write_text(path, json.dumps(records, indent=2))
+
+
+__all__ = ["BackendError", "Pipeline", "Prediction", "write_predictions"]

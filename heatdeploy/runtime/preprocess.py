@@ -1,0 +1,244 @@
+"""Raw images -> the model's input tensor, plus the affines that map predictions back to the originals.
+
+Pixel convention (used everywhere here, and by ``cv2.warpAffine``): integer coordinates are pixel
+*centres*, so an image of width ``w`` spans ``[-0.5, w - 0.5]``. Every mode maps a centre point ``c``
+of the original (the image centre, or a person box centre) to the input centre ``((W-1)/2, (H-1)/2)``
+and scales about it, so the image's outer edges land exactly on the input's edges.
+
+Only the warp is per image (one ``cv2.warpAffine`` call each); colour order, scaling, mean/std and the
+layout transpose run once on the stacked batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from heatdeploy.spec import InputSpec
+
+# Person boxes are enlarged by this factor before cropping, as MMPose's top-down pipeline does,
+# so limbs that stick out of a tight detector box stay in view.
+BOX_PADDING = 1.25
+# ANYCOLOR|ANYDEPTH keeps 16-bit and grey images as they are (normalised in to_bgr8) but, unlike
+# IMREAD_UNCHANGED, still applies the EXIF orientation, so phone photos are not decoded sideways.
+_IMREAD_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+_GREY_WEIGHTS_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # ITU-R BT.601, as cv2
+_FIX = "pass a JPEG, PNG, BMP or WebP file"
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the one-line message names the file (or array) and the fix."""
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as BGR uint8 ``[H, W, 3]``; decoding from bytes copes with non-ASCII paths."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: not a readable image (file not found); {_FIX}") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: not a readable image (it is a directory); {_FIX}") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: not a readable image ({exc.strerror or exc}); {_FIX}") from None
+    if data.size == 0:
+        raise ImageError(f"{path}: not a readable image (empty file); {_FIX}")
+    image = cv2.imdecode(data, _IMREAD_FLAGS)
+    if image is None:
+        raise ImageError(f"{path}: not a readable image (unknown format or corrupt data); {_FIX}")
+    return to_bgr8(image, where=str(path))
+
+
+def to_bgr8(image: np.ndarray, where: str = "image") -> np.ndarray:
+    """Normalise any common array image to contiguous BGR uint8 ``[H, W, 3]`` (no copy if it already is)."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{where}: expected a numpy image array, got {type(image).__name__}; {_FIX}")
+    image = _to_three_channels(image, where)
+    image = _to_uint8(image, where)
+    return np.ascontiguousarray(image)
+
+
+def _to_three_channels(image: np.ndarray, where: str) -> np.ndarray:
+    """Grey -> BGR by repetition, BGRA -> BGR by dropping alpha (pixels are not composited)."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(
+            f"{where}: expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}; {_FIX}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"{where}: the image is empty (shape {image.shape}); {_FIX}")
+    return image
+
+
+def _to_uint8(image: np.ndarray, where: str) -> np.ndarray:
+    """Bring 16-bit (/257) and float ([0, 1] -> [0, 255]) pixels to 8 bits, rounding to nearest."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(image.dtype, np.floating):
+        scaled = np.nan_to_num(image.astype(np.float32), nan=0.0)
+        return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise ImageError(
+        f"{where}: unsupported pixel type {image.dtype}; convert it to uint8, uint16 or float in [0, 1]"
+    )
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+
+def input_affines(spec: InputSpec, image_sizes: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
+    """Forward affines ``[N, 2, 3]`` (original px -> input px) for each image, vectorized over N.
+
+    ``letterbox`` keeps the aspect and centres the image; ``stretch`` fills the input; ``crop`` (or
+    any mode given boxes) takes each person box, enlarged by 1.25 — and, except for ``stretch``, to
+    the input's aspect ratio — as the region that fills the input.
+    """
+    sizes = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 2)
+    out_w, out_h = float(spec.width), float(spec.height)
+    if boxes is None:
+        if spec.resize == "crop":
+            raise ValueError(
+                "input.resize is 'crop': pass one person box (x1, y1, x2, y2) per image, e.g. from a detector"
+            )
+        centre = (sizes[:, ::-1] - 1.0) / 2.0  # (cx, cy)
+        span = sizes[:, ::-1].copy()  # (w, h) of the region that must fit
+        keep_aspect = spec.resize == "letterbox"
+    else:
+        centre, span = _box_regions(boxes, len(sizes))
+        keep_aspect = spec.resize != "stretch"
+        if keep_aspect:
+            span = _expand_to_aspect(span, out_w / out_h)
+    scale = np.array([out_w, out_h]) / span
+    if keep_aspect and boxes is None:
+        scale = np.repeat(scale.min(axis=1, keepdims=True), 2, axis=1)
+    return _centred_affines(centre, scale, (out_w, out_h))
+
+
+def _box_regions(boxes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box centres and padded (w, h); boxes are in the same pixel-centre coordinates as keypoints."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.shape != (n, 4):
+        raise ValueError(f"boxes: expected shape ({n}, 4) — one (x1, y1, x2, y2) per image — got {b.shape}")
+    if not np.isfinite(b).all():
+        raise ValueError("boxes: contain NaN or infinity; drop those detections before preprocessing")
+    if (b[:, 2:] < b[:, :2]).any():
+        raise ValueError("boxes: expected x2 >= x1 and y2 >= y1 (x1, y1, x2, y2 order)")
+    centre = (b[:, :2] + b[:, 2:]) / 2.0
+    span = np.maximum(b[:, 2:] - b[:, :2], 1.0) * BOX_PADDING  # a degenerate box still crops 1 px
+    return centre, span
+
+
+def _expand_to_aspect(span: np.ndarray, aspect: float) -> np.ndarray:
+    """Grow the shorter side so w / h equals the input aspect; never shrinks, as in MMPose."""
+    w = np.maximum(span[:, 0], span[:, 1] * aspect)
+    return np.stack([w, w / aspect], axis=1)
+
+
+def _centred_affines(centre: np.ndarray, scale: np.ndarray, out_size: tuple[float, float]) -> np.ndarray:
+    """``x_in = s * (x - c) + (W - 1) / 2`` per axis: centre maps to centre under the pixel-centre rule."""
+    n = len(centre)
+    out_centre = (np.array(out_size) - 1.0) / 2.0
+    m = np.zeros((n, 2, 3), dtype=np.float64)
+    m[:, 0, 0] = scale[:, 0]
+    m[:, 1, 1] = scale[:, 1]
+    m[:, :, 2] = out_centre - scale * centre
+    return m
+
+
+def invert_affines(affines: np.ndarray) -> np.ndarray:
+    """Invert a stack of 2x3 affines ``[N, 2, 3]`` (general, so rotation would work too)."""
+    a = np.asarray(affines, dtype=np.float64)
+    lin_inv = np.linalg.inv(a[:, :, :2])
+    shift = -np.einsum("nij,nj->ni", lin_inv, a[:, :, 2])
+    return np.concatenate([lin_inv, shift[:, :, None]], axis=2)
+
+
+def map_to_image(points: np.ndarray, transforms: np.ndarray) -> np.ndarray:
+    """Apply per-image affines to points: ``[N, K, 2]`` input px -> original px (NaN stays NaN)."""
+    pts = np.asarray(points, dtype=np.float64)
+    t = np.asarray(transforms, dtype=np.float64)
+    if pts.ndim != 3 or pts.shape[-1] != 2:
+        raise ValueError(f"points: expected shape [N, K, 2], got {pts.shape}")
+    if t.shape != (pts.shape[0], 2, 3):
+        raise ValueError(f"transforms: expected shape ({pts.shape[0]}, 2, 3) to match points, got {t.shape}")
+    return np.einsum("nij,nkj->nki", t[:, :, :2], pts) + t[:, None, :, 2]
+
+
+# --- batching ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """A preprocessed batch and what is needed to put predictions back on the original images."""
+
+    tensor: np.ndarray  # float32 model input in spec layout, [N,C,H,W] or [N,H,W,C]
+    transforms: np.ndarray  # [N,2,3] float64 affine: model-input px -> original px
+    image_sizes: np.ndarray  # [N,2] int64 (h, w) of the originals
+
+
+class Preprocessor:
+    """Turns BGR uint8 images of any size into the model input described by an ``InputSpec``."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        spec.validate()
+        self.spec = spec
+        c = spec.channels
+        std = np.broadcast_to(np.asarray(spec.std, dtype=np.float64), (c,))
+        mean = np.broadcast_to(np.asarray(spec.mean, dtype=np.float64), (c,))
+        # (x * scale - mean) / std folded into one multiply-add on the whole batch.
+        shape = (c, 1, 1) if spec.layout == "NCHW" else (c,)
+        self._gain = (spec.scale / std).astype(np.float32).reshape(shape)
+        self._offset = (mean / std).astype(np.float32).reshape(shape)
+
+    def __call__(self, images: Sequence[np.ndarray], boxes: np.ndarray | None = None) -> Batch:
+        """Preprocess ``images`` (one box per image for top-down; repeat an image for several people)."""
+        bgr = [to_bgr8(img, where=f"images[{i}]") for i, img in enumerate(images)]
+        sizes = np.array([img.shape[:2] for img in bgr], dtype=np.int64).reshape(-1, 2)
+        forward = input_affines(self.spec, sizes, boxes)
+        warped = self._warp(bgr, forward)
+        return Batch(tensor=self._normalise(warped), transforms=invert_affines(forward), image_sizes=sizes)
+
+    def _warp(self, images: list[np.ndarray], forward: np.ndarray) -> np.ndarray:
+        """Warp each image straight into its slot of one ``[N, H, W, 3]`` uint8 buffer."""
+        h, w = self.spec.height, self.spec.width
+        out = np.empty((len(images), h, w, 3), dtype=np.uint8)
+        border = (float(self.spec.pad_value),) * 3
+        for i, (img, m) in enumerate(zip(images, forward, strict=True)):
+            cv2.warpAffine(
+                img,
+                m,
+                (w, h),
+                dst=out[i],
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=border,
+            )
+        return out
+
+    def _normalise(self, batch: np.ndarray) -> np.ndarray:
+        """Colour order, grey conversion, scale/mean/std and layout, once for the whole batch."""
+        x: np.ndarray
+        if self.spec.channels == 1:
+            x = (batch @ _GREY_WEIGHTS_BGR)[..., None]
+        else:
+            x = batch[..., ::-1] if self.spec.color == "RGB" else batch
+        if self.spec.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        out = np.empty(x.shape, dtype=np.float32)
+        np.multiply(x, self._gain, out=out)
+        out -= self._offset
+        return out

@@ -1,0 +1,23 @@
+"""Shared fixtures: a bundle of the reference architecture (random weights, so tests need no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def random_reference_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Export the reference net with seeded random weights through the module:factory path."""
+    import torch
+
+    from heatdeploy.cli import export_bundle
+    from heatdeploy.models.reference import ReferencePoseNet, reference_spec
+
+    root = tmp_path_factory.mktemp("refbundle")
+    torch.manual_seed(0)
+    torch.save(ReferencePoseNet().state_dict(), root / "weights.pt")
+    reference_spec().save(root / "spec.json")
+    return export_bundle("heatdeploy.models.reference:ReferencePoseNet", root / "bundle",
+                         weights=str(root / "weights.pt"), spec_path=str(root / "spec.json"))
