@@ -17,7 +17,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from heatdeploy.runtime.decode import _DET_EPS, _LOG_FLOOR, argmax_2d, refine_dark
+from heatdeploy.runtime.decode import _DET_EPS, _LOG_FLOOR, DARK_MAX_STEP, argmax_2d, refine_dark
 from heatdeploy.spec import DecoderSpec
 
 N, K, H, W = 64, 17, 64, 48
@@ -63,7 +63,7 @@ def refine_dark_loop(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> n
             hessian = np.array([[dxx, dxy], [dxy, dyy]], dtype=np.float64)
             if abs(dxx * dyy - dxy**2) > _DET_EPS:
                 offset = -np.linalg.inv(hessian) @ derivative
-                if np.isfinite(offset).all():
+                if np.isfinite(offset).all() and (np.abs(offset) <= DARK_MAX_STEP).all():
                     out[n, k] += offset[:, 0].astype(np.float32)
     return out
 

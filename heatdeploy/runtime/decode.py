@@ -21,6 +21,10 @@ from heatdeploy.spec import ModelSpec
 _DET_EPS = 1e-10
 # MMPose clamps the modulated heatmap at this value before taking its log.
 _LOG_FLOOR = 1e-10
+# A Newton step longer than this (heatmap px, per axis) means the log-heatmap is not a Gaussian
+# bump at the peak (noise, a flat or quantized map): the step is then dropped. On a real Gaussian
+# the sub-pixel peak lies within 0.5 px of the argmax, so correct peaks are never affected.
+DARK_MAX_STEP = 1.0
 
 # The 13 points of the 5x5 neighbourhood that DARK's finite differences read (centre, +-1, +-2
 # along each axis, and the four diagonal neighbours).
@@ -259,7 +263,7 @@ def _dark_offsets(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ox = -(dyy * dx - dxy * dy) / safe
     oy = -(dxx * dy - dxy * dx) / safe
     offset = np.stack([ox, oy], axis=-1)
-    ok &= np.isfinite(offset).all(axis=-1)
+    ok &= np.isfinite(offset).all(axis=-1) & (np.abs(offset) <= DARK_MAX_STEP).all(axis=-1)
     return offset, ok
 
 
