@@ -33,10 +33,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Error types whose message is already a one-line diagnosis (file + fix)."""
     from heatdeploy.bundle import BundleError
     from heatdeploy.runtime.backends.base import BackendError
+    from heatdeploy.runtime.parity import ParityError, ToleranceError
     from heatdeploy.runtime.preprocess import ImageError
     from heatdeploy.spec import SpecError
 
-    errors: list[type[BaseException]] = [BundleError, BackendError, ImageError, SpecError, FileNotFoundError]
+    errors: list[type[BaseException]] = [BundleError, BackendError, ImageError, SpecError, FileNotFoundError,
+                                         ParityError, ToleranceError]
     try:
         from heatdeploy.exporters.inspect import InspectError
         from heatdeploy.exporters.onnx import OnnxExportError, OnnxFileError
@@ -279,6 +281,43 @@ def eval_cmd(
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         print_report(f"accuracy of {report['artifact']} on {data or 'the shipped evaluation split'}", report)
+
+
+# --- parity ------------------------------------------------------------------------------------------
+def parity_bundle(bundle: Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
+                  tolerance: str = "default", out: Path | None = None, limit: int | None = None,
+                  backend: str | None = None) -> tuple[Any, int]:
+    from heatdeploy.runtime.parity import parity_command, print_result
+
+    with _progress() as prog:
+        task = prog.add_task(f"parity {candidate} vs {reference}", total=None)
+        result, code = parity_command(bundle, candidate, reference, data, tolerance, out, limit=limit,
+                                      backend=backend,
+                                      progress=lambda d, t: prog.update(task, completed=d, total=t))
+    print_result(result, Console())
+    return result, code
+
+
+@app.command()
+@cli_errors
+def parity(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory")],
+    candidate: Annotated[str, typer.Option(help="artifact to check, e.g. onnx-int8")],
+    reference: Annotated[str, typer.Option(help="FP32 reference artifact")] = "onnx-fp32",
+    data: Annotated[str | None, typer.Option(help="labelled split, image folder, or synthetic:N "
+                                                  "(default: the shipped evaluation split)")] = None,
+    tolerance: Annotated[str, typer.Option(help="strict | default | loose | path/to/profile.toml")] = "default",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for parity.json + parity.html")] = None,
+    limit: Annotated[int | None, typer.Option(help="use only the first N images")] = None,
+    backend: Annotated[str | None, typer.Option(help="override the candidate's backend")] = None,
+) -> None:
+    """Compare a low-precision artifact with FP32 on keypoints; exit 1 when outside the tolerance (a CI gate).
+
+    Example: heatdeploy parity bundle/ --candidate onnx-int8 --out parity/
+    """
+    _, code = parity_bundle(bundle, candidate, reference=reference, data=data, tolerance=tolerance, out=out,
+                            limit=limit, backend=backend)
+    raise typer.Exit(code)
 
 
 # --- training ----------------------------------------------------------------------------------------
