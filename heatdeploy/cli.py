@@ -40,11 +40,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [BundleError, BackendError, ImageError, SpecError, FileNotFoundError,
                                          ParityError, ToleranceError]
     try:
+        from heatdeploy.calibration.sources import CalibrationError
         from heatdeploy.exporters.inspect import InspectError
         from heatdeploy.exporters.onnx import OnnxExportError, OnnxFileError
         from heatdeploy.exporters.sources import SourceError
 
-        errors += [InspectError, OnnxExportError, OnnxFileError, SourceError]
+        errors += [InspectError, OnnxExportError, OnnxFileError, SourceError, CalibrationError]
     except ImportError:  # a runtime-only install has no exporters
         pass
     return tuple(errors)
@@ -145,15 +146,62 @@ def export(
     weights: Annotated[str | None, typer.Option(help="weights for module:factory (weights_only load)")] = None,
     spec: Annotated[str | None, typer.Option("--spec", help="ModelSpec JSON where the model has none")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (17 is read by every target)")] = 17,
+    precision: Annotated[str, typer.Option(help="fp32, or int8 (adds a calibrated QDQ artifact)")] = "fp32",
+    calib: Annotated[str | None, typer.Option(help="INT8 calibration data: image folder, video, .npy/.npz, "
+                                                   "or synthetic[:N]")] = None,
+    calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile | distribution")] = "minmax",
+    calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N calibration samples")] = None,
+    seed: Annotated[int, typer.Option(help="calibration subset seed")] = 0,
+    keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",
 ) -> None:
-    """Export MODEL to a bundle: manifest.json + model.onnx + sha256 of each file.
+    """Export MODEL to a bundle: manifest.json + model.onnx (+ model.int8.onnx) + sha256 of each file.
 
-    Example: heatdeploy export reference --format onnx --out bundle/
+    Examples:
+
+      heatdeploy export reference --format onnx --out bundle/
+
+      heatdeploy export reference --precision int8 --calib images/ --out bundle/
     """
     if format != "onnx":
         raise typer.BadParameter(f"--format {format}: only 'onnx' is available in this version")
+    if precision not in ("fp32", "int8"):
+        raise typer.BadParameter(f"--precision {precision}: choose fp32 or int8")
+    if precision == "int8" and calib is None:
+        raise typer.BadParameter("--precision int8 needs --calib DATA (an image folder, video, .npy or synthetic)")
     export_bundle(model, out, weights=weights, spec_path=spec, opset=opset)
+    if precision == "int8":
+        add_int8(out, calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32)
     console.print(f"bundle written: {out}")
+
+
+def add_int8(bundle: Path, calib: str | None, *, method: str = "minmax", calib_size: int | None = None,
+             seed: int = 0, keep_fp32: str = "auto") -> Any:
+    """Calibrate and add the ORT INT8 artifact; print what stayed FP32 and what runs INT8."""
+    from heatdeploy.calibration.artifact import add_onnx_int8
+
+    keep: str | list[str] = keep_fp32 if keep_fp32 in ("auto", "base", "none") else keep_fp32.split(",")
+    with console.status(f"calibrating INT8 ({method}) on {calib}"):
+        art, report = add_onnx_int8(bundle, calib or "synthetic", method=method, calib_size=calib_size,
+                                    seed=seed, keep_fp32=keep)
+    console.print(f"INT8 artifact {art.name}: {report.summary()}", highlight=False)
+    return report
+
+
+@app.command()
+@cli_errors
+def calibrate(
+    model: Annotated[Path, typer.Argument(help="bundle directory (made by 'heatdeploy export')")],
+    data: Annotated[str, typer.Option(help="image folder, video, .npy/.npz, or synthetic[:N]")],
+    method: Annotated[str, typer.Option(help="minmax | entropy | percentile | distribution")] = "minmax",
+    calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N samples")] = None,
+    seed: Annotated[int, typer.Option(help="subset seed")] = 0,
+    keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",
+) -> None:
+    """Calibrate INT8 for a bundle: writes model.int8.onnx, calibration.json and calibration.cache into it.
+
+    Example: heatdeploy calibrate bundle/ --data images/ --calib-size 300
+    """
+    add_int8(model, data, method=method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32)
 
 
 # --- run ---------------------------------------------------------------------------------------------
@@ -363,14 +411,21 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="output folder")]
 
     bundle = out / "bundle"
     export_bundle("reference", bundle)
+    add_int8(bundle, "synthetic:256")
     records = run_images(bundle, [SAMPLES_DIR], out / "samples")
     report = eval_bundle(bundle)
     atomic_write_text(out / "eval.json", json.dumps(report, indent=2))
     print_report("reference model, ONNX Runtime FP32, shipped evaluation split", report)
-    console.print(f"bundle: {bundle}")
+    result, code = parity_bundle(bundle, "onnx-int8", out=out / "parity")
+    console.print(f"bundle: {bundle} (onnx-fp32, onnx-int8)")
     console.print(f"keypoints JSON: {out / 'samples' / 'predictions.json'} ({len(records)} images)")
     console.print(f"overlays: {out / 'samples' / 'overlays'}")
     console.print(f"accuracy: {out / 'eval.json'}")
+    console.print(f"INT8 parity report: {out / 'parity' / 'parity.html'} and {out / 'parity' / 'parity.json'}")
+    console.print(f"INT8 parity vs FP32: {'PASSED' if code == 0 else 'FAILED'} — {result.headline()}",
+                  highlight=False)
+    if code:
+        raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -121,8 +121,8 @@ def test_silent_cpu_fallback_is_caught(model_path: Path, monkeypatch: pytest.Mon
     real_session = ort.InferenceSession
 
     class FallbackSession(real_session):  # type: ignore[misc, valid-type]
-        def __init__(self, path, sess_options=None, providers=None, provider_options=None):
-            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+        def __init__(self, path, sess_options=None, providers=None, provider_options=None, **kw):
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"], **kw)
 
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -196,6 +196,12 @@ def _session_options(opts: Mapping[str, Any]) -> ort.SessionOptions:
     return so
 
 
+# ORT's WeightBiasQuantization pass re-quantizes the weights of layers our INT8 export kept FP32 (any
+# layer reading a dequantized input), silently undoing the heatmap-aware exclusions; it never helps an
+# FP32 model, so it is off for every session.
+DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+
+
 # --- session -------------------------------------------------------------------------------------
 
 
@@ -217,7 +223,8 @@ def _create_session(
         raise BackendError(f"{path}: not a loadable ONNX model (file not found); re-export it")
     try:
         return ort.InferenceSession(
-            path, sess_options=so, providers=providers, provider_options=provider_options
+            path, sess_options=so, providers=providers, provider_options=provider_options,
+            disabled_optimizers=DISABLED_OPTIMIZERS,
         )
     except Exception as exc:  # ORT's pybind11 exceptions share no base narrower than Exception
         if type(exc).__name__ in _MODEL_ERRORS:

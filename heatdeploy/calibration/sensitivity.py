@@ -1,0 +1,141 @@
+"""Per-layer INT8 sensitivity in keypoint terms: quantize one layer, decode, compare with FP32.
+
+Tensor error says little about a heatmap model: what matters is whether the decoded peak moves. Each
+candidate layer is quantized alone (every other layer FP32) with the already-measured ranges, run on a
+few calibration batches through ORT's optimised INT8 kernels, and decoded with the runtime's codec;
+the mean keypoint displacement (heatmap px) against FP32 and the existence flip rate decide whether the
+layer stays FP32. One quantization per layer: the pass is capped in layers and seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heatdeploy.calibration.session import int8_session
+from heatdeploy.runtime.decode import HeatmapCodec, select_heatmaps
+from heatdeploy.spec import ModelSpec
+
+Outputs = list[dict[str, np.ndarray]]
+
+
+@dataclass
+class Agreement:
+    """How far candidate keypoints are from the FP32 ones, over keypoints FP32 reports (present + peak)."""
+
+    mean_px: float
+    max_px: float
+    flip_rate: float  # share of (image, keypoint) whose present flag differs
+    keypoints: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_model(path: Path, input_name: str, batches: Sequence[np.ndarray],
+              output_names: Sequence[str]) -> Outputs:
+    """Outputs of an ONNX model on each batch, through the session deployment uses (INT8 kernels)."""
+    sess = int8_session(path)
+    names = list(output_names)
+    return [dict(zip(names, sess.run(names, {input_name: b}), strict=True)) for b in batches]
+
+
+def keypoint_agreement(spec: ModelSpec, reference: Outputs, candidate: Outputs) -> Agreement:
+    """Decode both with the runtime codec and compare coordinates (heatmap px) and presence."""
+    codec = HeatmapCodec(spec)
+    ex_name = spec.existence.name if spec.existence is not None else None
+    dists: list[np.ndarray] = []
+    flips = total = 0
+    for ref, cand in zip(reference, candidate, strict=True):
+        a = codec.decode(select_heatmaps(ref[spec.heatmap.name], spec), ref.get(ex_name) if ex_name else None)
+        b = codec.decode(select_heatmaps(cand[spec.heatmap.name], spec),
+                         cand.get(ex_name) if ex_name else None)
+        # Keypoints FP32 reports (present, with a real peak): elsewhere the argmax of a flat map is noise.
+        mask = a.present & (a.scores >= spec.decoder.score_threshold)
+        if not mask.any():
+            mask = np.ones_like(a.present)
+        d = np.linalg.norm(b.coords_hm.astype(np.float64) - a.coords_hm, axis=-1)
+        dists.append(d[mask])
+        flips += int((a.present != b.present).sum())
+        total += a.present.size
+    d_all = np.concatenate(dists) if dists else np.zeros(0)
+    d_all = d_all[np.isfinite(d_all)]
+    return Agreement(mean_px=float(d_all.mean()) if d_all.size else 0.0,
+                     max_px=float(d_all.max()) if d_all.size else 0.0,
+                     flip_rate=flips / max(total, 1), keypoints=int(d_all.size))
+
+
+@dataclass
+class LayerResult:
+    """One row of the sensitivity table."""
+
+    node: str
+    op_type: str
+    tested: bool
+    kept_fp32: bool = False
+    mean_px: float | None = None
+    max_px: float | None = None
+    flip_rate: float | None = None
+    seconds: float = 0.0
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sensitivity_pass(
+    layers: Sequence[tuple[str, str]],
+    quantize_only: Callable[[str, Path], None],
+    evaluate: Callable[[Path], Agreement],
+    workdir: Path,
+    *,
+    threshold_px: float,
+    flip_threshold: float,
+    max_layers: int,
+    budget_s: float,
+    priority: dict[str, float] | None = None,
+) -> tuple[list[LayerResult], str]:
+    """Test layers one at a time (highest ``priority`` first when capped); return the table and a note.
+
+    A layer is kept FP32 when its single-layer displacement exceeds ``threshold_px`` or its existence
+    flip rate exceeds ``flip_threshold``. Layers beyond ``max_layers`` or the time budget stay INT8
+    and are listed as untested.
+    """
+    order = list(layers)
+    if priority and len(order) > max_layers:
+        order.sort(key=lambda nt: -priority.get(nt[0], 0.0))
+    start = time.perf_counter()
+    results: dict[str, LayerResult] = {}
+    stopped = ""
+    for i, (name, op) in enumerate(order):
+        if i >= max_layers:
+            stopped = stopped or f"capped at {max_layers} layers"
+            results[name] = LayerResult(name, op, tested=False, note=stopped)
+            continue
+        if time.perf_counter() - start > budget_s:
+            stopped = f"time budget {budget_s:.0f} s reached"
+            results[name] = LayerResult(name, op, tested=False, note=stopped)
+            continue
+        t0 = time.perf_counter()
+        path = workdir / f"only_{i}.onnx"
+        quantize_only(name, path)
+        agree = evaluate(path)
+        path.unlink(missing_ok=True)
+        kept = agree.mean_px > threshold_px or agree.flip_rate > flip_threshold
+        results[name] = LayerResult(name, op, tested=True, kept_fp32=kept, mean_px=agree.mean_px,
+                                    max_px=agree.max_px, flip_rate=agree.flip_rate,
+                                    seconds=time.perf_counter() - t0)
+    table = [results[name] for name, _ in layers]  # back in graph order
+    tested = sum(r.tested for r in table)
+    kept = sum(r.kept_fp32 for r in table)
+    note = (f"tested {tested}/{len(table)} layers in {time.perf_counter() - start:.1f} s; "
+            f"{kept} kept FP32 (mean displacement > {threshold_px} heatmap px or existence flips > "
+            f"{flip_threshold:.0%})")
+    if stopped:
+        note += f"; {stopped}, the rest stay INT8 untested"
+    return table, note
