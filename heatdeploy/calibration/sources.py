@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from heatdeploy.fsutil import sha256_file
+from heatdeploy.models.synthetic_spec import synthetic_count
 from heatdeploy.runtime.preprocess import ImageError, Preprocessor, load_image
 from heatdeploy.spec import ModelSpec
 
@@ -39,12 +41,6 @@ class CalibrationError(ValueError):
     """Calibration cannot proceed; the one-line message names the data (or model) and the fix."""
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def seeded_subset(total: int, size: int | None, seed: int) -> np.ndarray:
@@ -272,7 +268,7 @@ class VideoSource(CalibrationSource):
 
     def _sha256(self) -> str:
         if self._digest is None:
-            self._digest = _sha256_file(self.path)  # type: ignore[arg-type]
+            self._digest = sha256_file(self.path)  # type: ignore[arg-type]
         return self._digest
 
     def _extra(self) -> dict[str, Any]:
@@ -368,7 +364,7 @@ class ArraySource(CalibrationSource):
 
     def _sha256(self) -> str:
         if self._digest is None:
-            h = _sha256_file(self.path)  # type: ignore[arg-type]
+            h = sha256_file(self.path)  # type: ignore[arg-type]
             self._digest = h if self.key is None else hashlib.sha256(f"{h}:{self.key}".encode()).hexdigest()
         return self._digest
 
@@ -416,7 +412,7 @@ class SyntheticSource(CalibrationSource):
         if self._digest is None:
             from heatdeploy.models import synthetic
 
-            desc = {"generator": _sha256_file(Path(synthetic.__file__)), "n": self.n, "seed": self.seed,
+            desc = {"generator": sha256_file(Path(synthetic.__file__)), "n": self.n, "seed": self.seed,
                     "h": self.spec.input.height, "w": self.spec.input.width}
             self._digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
         return self._digest
@@ -439,14 +435,10 @@ def open_source(spec: ModelSpec, data: str, size: int | None = None, seed: int =
     """Pick the source kind from ``data``: 'synthetic[:N]', a folder, a .npy/.npz, or a video file."""
     text = str(data).strip()
     if text == "synthetic" or text.startswith("synthetic:"):
-        n = DEFAULT_SYNTHETIC
-        if ":" in text:
-            try:
-                n = int(text.split(":", 1)[1])
-            except ValueError:
-                n = 0
-            if n < 1:
-                raise CalibrationError(f"{text!r}: expected 'synthetic' or 'synthetic:N' with N >= 1")
+        try:
+            n = synthetic_count(text, DEFAULT_SYNTHETIC)
+        except ValueError as exc:
+            raise CalibrationError(str(exc)) from None
         return SyntheticSource(spec, size if size is not None else n, seed=seed)
     path = Path(text).expanduser()
     if path.is_dir():

@@ -296,14 +296,12 @@ def _labelled(spec: ModelSpec, root: Path, limit: int | None) -> ParityData:
 
 
 def _synthetic(spec: ModelSpec, text: str, limit: int | None, seed: int) -> ParityData:
-    n = DEFAULT_SYNTHETIC
-    if ":" in text:
-        try:
-            n = int(text.split(":", 1)[1])
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ParityError(f"{text!r}: expected 'synthetic' or 'synthetic:N' with N >= 1")
+    from heatdeploy.models.synthetic_spec import synthetic_count
+
+    try:
+        n = synthetic_count(text, DEFAULT_SYNTHETIC)
+    except ValueError as exc:
+        raise ParityError(str(exc)) from None
     if limit is not None:
         n = min(n, limit)
     from heatdeploy.models.synthetic import render_batch
