@@ -32,13 +32,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Error types whose message is already a one-line diagnosis (file + fix)."""
     from heatdeploy.bundle import BundleError
+    from heatdeploy.devices.profiles import DeviceProfileError
     from heatdeploy.runtime.backends.base import BackendError
     from heatdeploy.runtime.parity import ParityError, ToleranceError
     from heatdeploy.runtime.preprocess import ImageError
     from heatdeploy.spec import SpecError
 
     errors: list[type[BaseException]] = [BundleError, BackendError, ImageError, SpecError, FileNotFoundError,
-                                         ParityError, ToleranceError]
+                                         ParityError, ToleranceError, DeviceProfileError]
     try:
         from heatdeploy.calibration.sources import CalibrationError
         from heatdeploy.exporters.inspect import InspectError
@@ -145,8 +146,12 @@ def export(
     format: Annotated[str, typer.Option("--format", help="artifact format")] = "onnx",
     weights: Annotated[str | None, typer.Option(help="weights for module:factory (weights_only load)")] = None,
     spec: Annotated[str | None, typer.Option("--spec", help="ModelSpec JSON where the model has none")] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset (17 is read by every target)")] = 17,
-    precision: Annotated[str, typer.Option(help="fp32, or int8 (adds a calibrated QDQ artifact)")] = "fp32",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17, read by every target; a --device "
+                                                   "profile may cap it)")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, or int8 (adds a calibrated QDQ artifact); with "
+                                                "--format tensorrt also fp16")] = "fp32",
+    device: Annotated[str | None, typer.Option(help="device profile name or TOML (see 'heatdeploy devices')")]
+    = None,
     calib: Annotated[str | None, typer.Option(help="INT8 calibration data: image folder, video, .npy/.npz, "
                                                    "or synthetic[:N]")] = None,
     calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile | distribution")] = "minmax",
@@ -162,27 +167,41 @@ def export(
 
       heatdeploy export reference --precision int8 --calib images/ --out bundle/
     """
-    if format != "onnx":
-        raise typer.BadParameter(f"--format {format}: only 'onnx' is available in this version")
-    if precision not in ("fp32", "int8"):
-        raise typer.BadParameter(f"--precision {precision}: choose fp32 or int8")
+    from heatdeploy.devices.profiles import load_profile, resolve_opset
+
+    if format not in ("onnx", "tensorrt"):
+        raise typer.BadParameter(f"--format {format}: choose onnx or tensorrt (openvino: see the OpenVINO issue)")
+    allowed = ("fp32", "fp16", "int8") if format == "tensorrt" else ("fp32", "int8")
+    if precision not in allowed:
+        raise typer.BadParameter(f"--precision {precision}: choose one of {', '.join(allowed)} for {format}")
     if precision == "int8" and calib is None:
         raise typer.BadParameter("--precision int8 needs --calib DATA (an image folder, video, .npy or synthetic)")
-    export_bundle(model, out, weights=weights, spec_path=spec, opset=opset)
+    profile = load_profile(device) if device else None
+    opset_used, why = resolve_opset(profile, opset)
+    if profile is not None:
+        console.print(f"device profile {profile.name}: opset {opset_used} ({why})", highlight=False)
+    export_bundle(model, out, weights=weights, spec_path=spec, opset=opset_used)
     if precision == "int8":
-        add_int8(out, calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32)
+        add_int8(out, calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
+                 activation_type=profile.activation_type if profile is not None else "auto")
+    if format == "tensorrt":
+        from heatdeploy.exporters.tensorrt import export_tensorrt
+
+        result = export_tensorrt(out, precision, profile, log=lambda m: console.print(m, highlight=False))
+        for line in result.lines():
+            console.print(line, highlight=False, soft_wrap=True)
     console.print(f"bundle written: {out}")
 
 
 def add_int8(bundle: Path, calib: str | None, *, method: str = "minmax", calib_size: int | None = None,
-             seed: int = 0, keep_fp32: str = "auto") -> Any:
+             seed: int = 0, keep_fp32: str = "auto", activation_type: str = "auto") -> Any:
     """Calibrate and add the ORT INT8 artifact; print what stayed FP32 and what runs INT8."""
     from heatdeploy.calibration.artifact import add_onnx_int8
 
     keep: str | list[str] = keep_fp32 if keep_fp32 in ("auto", "base", "none") else keep_fp32.split(",")
     with console.status(f"calibrating INT8 ({method}) on {calib}"):
         art, report = add_onnx_int8(bundle, calib or "synthetic", method=method, calib_size=calib_size,
-                                    seed=seed, keep_fp32=keep)
+                                    seed=seed, keep_fp32=keep, activation_type=activation_type)
     console.print(f"INT8 artifact {art.name}: {report.summary()}", highlight=False)
     return report
 
@@ -206,8 +225,8 @@ def calibrate(
 
 # --- run ---------------------------------------------------------------------------------------------
 def run_images(bundle: Path, images: list[Path], out: Path | None, *, precision: str | None = None,
-               backend: str | None = None, artifact: str | None = None,
-               batch_size: int = 8) -> list[dict[str, Any]]:
+               backend: str | None = None, artifact: str | None = None, batch_size: int = 8,
+               options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Predict images with a bundle; write predictions.json and overlay PNGs under ``out``."""
     import cv2
 
@@ -216,7 +235,7 @@ def run_images(bundle: Path, images: list[Path], out: Path | None, *, precision:
     from heatdeploy.runtime.draw import draw_keypoints
     from heatdeploy.runtime.preprocess import load_image
 
-    pipe = Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend)
+    pipe = Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend, options=options)
     files = expand_images(images)
     arrays = [load_image(f) for f in files]  # fail on a bad file before writing anything
     records: list[dict[str, Any]] = []
@@ -248,12 +267,23 @@ def run(
     precision: Annotated[str | None, typer.Option(help="artifact precision to run (fp32, int8, ...)")] = None,
     backend: Annotated[str | None, typer.Option(help="override the artifact's backend")] = None,
     artifact: Annotated[str | None, typer.Option(help="artifact name in the bundle")] = None,
+    device: Annotated[str | None, typer.Option(help="device profile: its precision, backend and session "
+                                                    "options (threads, providers)")] = None,
 ) -> None:
     """Decode keypoints, scores and existence for IMAGES.
 
     Example: heatdeploy run bundle/ samples/ --out preds/ --json
     """
-    records = run_images(bundle, images, out, precision=precision, backend=backend, artifact=artifact)
+    options = None
+    if device:
+        from heatdeploy.devices.profiles import load_profile, session_options
+
+        profile = load_profile(device)
+        precision = precision or profile.precision
+        backend = backend or profile.backend
+        options = session_options(profile, backend)
+    records = run_images(bundle, images, out, precision=precision, backend=backend, artifact=artifact,
+                         options=options)
     if as_json:
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
     if out is not None:
@@ -366,6 +396,73 @@ def parity(
     _, code = parity_bundle(bundle, candidate, reference=reference, data=data, tolerance=tolerance, out=out,
                             limit=limit, backend=backend)
     raise typer.Exit(code)
+
+
+# --- devices and TensorRT ----------------------------------------------------------------------------
+devices_app = typer.Typer(help="Device profiles (TOML) and detection of this machine.", no_args_is_help=False,
+                          invoke_without_command=True, rich_markup_mode=None)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.callback()
+def devices_list(ctx: typer.Context,
+                 as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """List the device profiles. Example: heatdeploy devices; heatdeploy devices probe"""
+    if ctx.invoked_subcommand is not None:
+        return
+    from heatdeploy.devices.profiles import describe_profiles
+
+    rows = describe_profiles()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title="device profiles (heatdeploy devices --json for descriptions)")
+    cols = [c for c in rows[0] if c != "description"]
+    for col in cols:
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in cols))
+    Console().print(table)
+
+
+@devices_app.command("probe")
+@cli_errors
+def devices_probe(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Detect this machine (CPU flags, Jetson model, JetPack/TensorRT/CUDA, GPU, engines) and recommend a profile.
+
+    Example: heatdeploy devices probe
+    """
+    from heatdeploy.devices.probe import probe, probe_lines, recommend
+
+    p = probe()
+    name, why = recommend(p)
+    if as_json:
+        sys.stdout.write(json.dumps({**p.to_dict(), "recommended": name, "reasons": why}, indent=2) + "\n")
+        return
+    for line in probe_lines(p, name, why):
+        Console().print(line, highlight=False, soft_wrap=True)
+
+
+@app.command("build-engine")
+@cli_errors
+def build_engine_cmd(
+    bundle: Annotated[Path, typer.Argument(help="bundle prepared by 'heatdeploy export --format tensorrt'")],
+    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | int8 (default: the profile's)")] = None,
+    device: Annotated[str | None, typer.Option(help="device profile (default: the one the bundle was "
+                                                    "prepared for)")] = None,
+    force: Annotated[bool, typer.Option(help="rebuild even when a valid cached engine exists")] = False,
+) -> None:
+    """Build (or reuse) the TensorRT engine on this device; cached under (model, TensorRT, GPU, precision, options).
+
+    Example: heatdeploy build-engine bundle/ --precision int8
+    """
+    from heatdeploy.devices.profiles import load_profile
+    from heatdeploy.exporters.tensorrt import build_engine
+
+    profile = load_profile(device) if device else None
+    result = build_engine(bundle, precision, profile=profile, force=force,
+                          log=lambda m: console.print(m, highlight=False))
+    console.print(str(result), highlight=False, soft_wrap=True)
 
 
 # --- training ----------------------------------------------------------------------------------------
