@@ -398,6 +398,53 @@ def parity(
     raise typer.Exit(code)
 
 
+# --- bench -------------------------------------------------------------------------------------------
+@app.command()
+@cli_errors
+def bench(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory")],
+    artifact: Annotated[list[str] | None, typer.Option(help="artifact(s) to time (default: all)")] = None,
+    batch: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,8",
+    threads: Annotated[str, typer.Option(help="comma-separated thread counts; 0 = engine default (all)")] = "1,0",
+    iters: Annotated[int, typer.Option(help="timed runs per configuration")] = 30,
+    warmup: Annotated[int, typer.Option(help="untimed runs first")] = 5,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for bench.json + bench.png")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Latency p50/p90/p99 and throughput per artifact, split into preprocess / infer / decode.
+
+    Also the pipeline's overhead over a bare engine call on the same input, and each artifact's
+    speed-up over the first one (an INT8 artifact slower than FP32 shows as < 1.0).
+
+    Example: heatdeploy bench bundle/ --batch 1,8 --threads 1,0 --out bench/
+    """
+    from heatdeploy.bench import bench_plot, rows_to_dicts, run_bench
+    from heatdeploy.fsutil import atomic_write_text
+
+    with console.status("benchmarking") as status:
+        rows = run_bench(bundle, artifacts=artifact, batches=[int(b) for b in batch.split(",")],
+                         threads=[int(t) for t in threads.split(",")], iters=iters, warmup=warmup,
+                         progress=lambda m: status.update(f"benchmarking {m}"))
+    data = rows_to_dicts(rows)
+    if out is not None:
+        atomic_write_text(out / "bench.json", json.dumps(data, indent=2))
+        bench_plot(rows, out / "bench.png")
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    table = Table(title=f"bench {bundle} (ms; overhead = pipeline / bare engine call; speed-up vs first artifact)")
+    cols = ["artifact", "batch", "threads", "p50", "p90", "p99", "img/s", "pre", "infer", "decode", "bare",
+            "overhead", "speed-up"]
+    for c in cols:
+        table.add_column(c, justify="right" if c != "artifact" else "left")
+    for r in rows:
+        table.add_row(r.artifact, str(r.batch), str(r.threads or "all"), f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
+                      f"{r.p99_ms:.2f}", f"{r.throughput_ips:.1f}", f"{r.preprocess_ms:.2f}", f"{r.infer_ms:.2f}",
+                      f"{r.decode_ms:.2f}", f"{r.bare_infer_p50_ms:.2f}", f"{r.overhead:.3f}",
+                      f"{r.vs_first:.2f}x" + (" SLOWER" if r.vs_first < 1 else ""))
+    Console(width=160).print(table)
+
+
 # --- devices and TensorRT ----------------------------------------------------------------------------
 devices_app = typer.Typer(help="Device profiles (TOML) and detection of this machine.", no_args_is_help=False,
                           invoke_without_command=True, rich_markup_mode=None)
