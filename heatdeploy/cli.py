@@ -44,9 +44,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         from heatdeploy.calibration.sources import CalibrationError
         from heatdeploy.exporters.inspect import InspectError
         from heatdeploy.exporters.onnx import OnnxExportError, OnnxFileError
+        from heatdeploy.exporters.openvino import OpenVinoExportError
         from heatdeploy.exporters.sources import SourceError
 
-        errors += [InspectError, OnnxExportError, OnnxFileError, SourceError, CalibrationError]
+        errors += [InspectError, OnnxExportError, OnnxFileError, SourceError, CalibrationError,
+                   OpenVinoExportError]
     except ImportError:  # a runtime-only install has no exporters
         pass
     return tuple(errors)
@@ -158,6 +160,9 @@ def export(
     calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N calibration samples")] = None,
     seed: Annotated[int, typer.Option(help="calibration subset seed")] = 0,
     keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",
+    preset: Annotated[str, typer.Option(help="OpenVINO/NNCF INT8 preset: mixed | performance")] = "mixed",
+    accuracy_control: Annotated[float | None, typer.Option(
+        help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")] = None,
 ) -> None:
     """Export MODEL to a bundle: manifest.json + model.onnx (+ model.int8.onnx) + sha256 of each file.
 
@@ -166,12 +171,18 @@ def export(
       heatdeploy export reference --format onnx --out bundle/
 
       heatdeploy export reference --precision int8 --calib images/ --out bundle/
+
+      heatdeploy export reference --format openvino --precision int8 --calib images/ --out bundle/
+
+      heatdeploy export reference --format tensorrt --device jetson-orin-nano --precision int8 --calib images/
+      --out bundle/
     """
     from heatdeploy.devices.profiles import load_profile, resolve_opset
 
-    if format not in ("onnx", "tensorrt"):
-        raise typer.BadParameter(f"--format {format}: choose onnx or tensorrt (openvino: see the OpenVINO issue)")
-    allowed = ("fp32", "fp16", "int8") if format == "tensorrt" else ("fp32", "int8")
+    if format not in ("onnx", "openvino", "tensorrt"):
+        raise typer.BadParameter(f"--format {format}: choose onnx, openvino or tensorrt")
+    allowed = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
+               "tensorrt": ("fp32", "fp16", "int8")}[format]
     if precision not in allowed:
         raise typer.BadParameter(f"--precision {precision}: choose one of {', '.join(allowed)} for {format}")
     if precision == "int8" and calib is None:
@@ -181,9 +192,16 @@ def export(
     if profile is not None:
         console.print(f"device profile {profile.name}: opset {opset_used} ({why})", highlight=False)
     export_bundle(model, out, weights=weights, spec_path=spec, opset=opset_used)
-    if precision == "int8":
+    if precision == "int8" and format != "openvino":
         add_int8(out, calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
                  activation_type=profile.activation_type if profile is not None else "auto")
+    if format == "openvino":
+        from heatdeploy.exporters.openvino import add_openvino_artifact, summary_line
+
+        with console.status(f"OpenVINO {precision} export"):
+            art = add_openvino_artifact(out, precision, calib=calib, calib_size=calib_size, seed=seed,
+                                        preset=preset, accuracy_control=accuracy_control)
+        console.print(summary_line(art), highlight=False, soft_wrap=True)
     if format == "tensorrt":
         from heatdeploy.exporters.tensorrt import export_tensorrt
 

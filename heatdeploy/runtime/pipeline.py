@@ -93,6 +93,10 @@ class Pipeline:
             spec = ModelSpec.from_json(text, f"{path}: metadata {METADATA_KEY}")
             name = backend or "onnxruntime"
             return cls(load_backend(name, str(path), options), spec, name)
+        if path.is_file() and path.suffix == ".xml":
+            from heatdeploy.runtime.backends.openvino import pipeline_from_ir
+
+            return pipeline_from_ir(path, options)
         b = Bundle.load(path, verify=verify)
         art = _pick_artifact(b, artifact, precision, backend)
         name = backend or art.backend

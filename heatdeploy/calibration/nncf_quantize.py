@@ -1,0 +1,491 @@
+"""FP32 OpenVINO IR -> INT8 with NNCF post-training quantization, heatmap-aware, on heatdeploy's data path.
+
+The calibration samples come from :func:`heatdeploy.calibration.sources.open_source` — the same stream, the
+same runtime preprocessing, the same record as the ORT quantizer — wrapped in an ``nncf.Dataset`` one
+sample at a time (so NNCF's ``subset_size`` counts images, and its per-sample statistics are not mixed
+with batching).
+
+What stays float mirrors :mod:`heatdeploy.calibration.graph`, computed on the IR itself so the names are the
+ones NNCF sees: walking back from every graph output, each op up to and including the head's last
+Convolution/ConvolutionBackpropData/MatMul (the "head tail"), every op that reads an output, and every
+Sigmoid/Softmax — an 8-bit heatmap would step sub-pixel decoding, and saturating ops crowd their outputs
+into a range 8 bits resolve badly. They go to NNCF as an ``IgnoredScope`` with a reason each.
+
+``accuracy_control`` (a PCK drop budget in points) runs ``nncf.quantize_with_accuracy_control`` with
+heatdeploy's keypoint metric as its validation function: PCK@alpha against ground truth when the
+validation split is labelled, else against the FP32 model's own keypoints. The plain INT8 model is
+measured first; only when it misses the budget does NNCF revert layers, and the report names each layer
+that went back to float by comparing the two graphs (NNCF does not return that list).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from difflib import get_close_matches
+from typing import Any
+
+import nncf
+import numpy as np
+import openvino as ov
+
+from heatdeploy.calibration.sources import CalibrationError, CalibrationSource
+from heatdeploy.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+COMPUTE_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
+                 "MatMul")
+SATURATING_TYPES = ("Sigmoid", "Softmax", "SoftMax", "LogSoftmax", "HSigmoid", "HardSigmoid")
+PASS_THROUGH_TYPES = ("Reshape", "Squeeze", "Unsqueeze", "Transpose", "Convert")
+# Ops a quantized activation passes through unchanged in kind (LPT keeps them in INT8 on CPU).
+_ACTIVATION_PATH = PASS_THROUGH_TYPES + ("ReduceMean", "AvgPool", "MaxPool", "Concat")
+_WEIGHT_PATH = ("Convert", "Multiply", "Subtract", "Reshape", "Transpose", "Unsqueeze", "Squeeze")
+_LOW_BIT = ("i8", "u8", "i4", "u4")
+PRESETS = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+TARGET_DEVICES = {d.value.lower(): d for d in nncf.TargetDevice}
+KEEP_MODES = ("base", "none")
+DEFAULT_VALIDATION = 200  # images the accuracy-control metric runs on
+DEFAULT_RANKING = 100  # images NNCF's layer ranking runs on (it validates once per quantizer group)
+DEFAULT_MAX_ITERATIONS = 20  # layers reverted one group at a time, each with a full validation
+
+
+# --- what stays float ------------------------------------------------------------------------------
+
+
+def _is_constant_path(node: ov.Node, memo: dict[str, bool]) -> bool:
+    """Constants and what is computed only from constants (weight decompression subgraphs)."""
+    name = node.get_friendly_name()
+    if name not in memo:
+        if node.get_type_name() == "Constant":
+            memo[name] = True
+        elif node.get_type_name() == "Parameter" or node.get_input_size() == 0:
+            memo[name] = False
+        else:
+            memo[name] = all(_is_constant_path(i.get_source_output().get_node(), memo) for i in node.inputs())
+    return memo[name]
+
+
+def output_tails(model: ov.Model, *, through: Iterable[str] | None = None) -> dict[str, str]:
+    """Ops whose quantization would quantize a graph output (or what reads it), with the reason for each.
+
+    From each Result, walk back through producers, stopping at (and including) the first compute op;
+    ``through`` limits the walk to those op types (another op is included and ends the walk), None walks
+    through any op. Ops that read the output tensor besides the Result are included too.
+    """
+    allowed = None if through is None else set(through)
+    consts: dict[str, bool] = {}
+    reasons: dict[str, str] = {}
+    for result in model.get_results():
+        head_port = result.input(0).get_source_output()
+        head = head_port.get_any_name() if head_port.get_names() else result.get_friendly_name()
+        stack = [head_port.get_node()]
+        seen: set[str] = set()
+        while stack:
+            node = stack.pop()
+            name = node.get_friendly_name()
+            if name in seen or node.get_type_name() in ("Parameter", "Result") or _is_constant_path(node, consts):
+                continue
+            seen.add(name)
+            op = node.get_type_name()
+            if name not in reasons:
+                if name == head_port.get_node().get_friendly_name():
+                    reasons[name] = f"{op} produces graph output {head!r}"
+                elif op in COMPUTE_TYPES:
+                    reasons[name] = f"last {op} of head {head!r}: INT8 here would quantize its values"
+                else:
+                    reasons[name] = f"{op} after the last conv of head {head!r}"
+            if op in COMPUTE_TYPES or (allowed is not None and op not in allowed):
+                continue
+            stack.extend(i.get_source_output().get_node() for i in node.inputs())
+        for target in head_port.get_target_inputs():
+            reader = target.get_node()
+            if reader.get_type_name() != "Result":
+                reasons.setdefault(reader.get_friendly_name(), f"{reader.get_type_name()} reads graph output {head!r}")
+    return reasons
+
+
+def saturating_nodes(model: ov.Model) -> dict[str, str]:
+    """Sigmoid/Softmax anywhere: their outputs crowd into a tiny range that 8 bits resolve badly."""
+    return {op.get_friendly_name(): f"{op.get_type_name()}: kept float by the heatmap-aware default"
+            for op in model.get_ordered_ops() if op.get_type_name() in SATURATING_TYPES}
+
+
+def float_scope(model: ov.Model, keep_fp32: str | Sequence[str] = "base") -> dict[str, str]:
+    """IR op name -> why it stays float. ``base``: head tails + Sigmoid/Softmax; ``none``: only what keeps the
+    outputs' values float (tails through reshapes); a list of names: ``base`` plus those ops."""
+    mode, names = _keep_mode(keep_fp32)
+    if mode == "none":
+        scope = output_tails(model, through=PASS_THROUGH_TYPES)
+    else:
+        scope = output_tails(model)
+        for name, why in saturating_nodes(model).items():
+            scope.setdefault(name, why)
+    if names:
+        known = [op.get_friendly_name() for op in model.get_ordered_ops()]
+        missing = [n for n in names if n not in set(known)]
+        if missing:
+            hints = "; ".join(f"{n!r}" + (f" (did you mean {', '.join(map(repr, get_close_matches(n, known, 2)))}?)"
+                                          if get_close_matches(n, known, 2) else "") for n in missing)
+            raise CalibrationError(f"keep_fp32: no op named {hints} in the OpenVINO IR; names are the IR's "
+                                   "friendly names (see the artifact's calibration record)")
+        for n in names:
+            scope.setdefault(n, "requested (keep_fp32)")
+    return scope
+
+
+def _keep_mode(keep_fp32: str | Sequence[str]) -> tuple[str, list[str]]:
+    if isinstance(keep_fp32, str):
+        return (keep_fp32, []) if keep_fp32 in KEEP_MODES else ("base", [keep_fp32])
+    names = [str(n) for n in keep_fp32]
+    if len(names) == 1 and names[0] in KEEP_MODES:
+        return names[0], []
+    return "base", names
+
+
+# --- what runs INT8 --------------------------------------------------------------------------------
+
+
+def _reaches(port: ov.Output, through: Sequence[str], stop: Callable[[ov.Node], bool], depth: int = 8) -> bool:
+    node = port.get_node()
+    if stop(node):
+        return True
+    if depth == 0 or node.get_type_name() not in through:
+        return False
+    return any(_reaches(i.get_source_output(), through, stop, depth - 1) for i in node.inputs())
+
+
+def _is_fq(node: ov.Node) -> bool:
+    return node.get_type_name() in ("FakeQuantize", "FakeConvert")
+
+
+def _is_low_bit_weight(node: ov.Node) -> bool:
+    return _is_fq(node) or (node.get_type_name() == "Constant" and node.get_element_type().get_type_name()
+                            in _LOW_BIT)
+
+
+def layer_precisions(model: ov.Model) -> dict[str, str]:
+    """Compute op name -> "int8" (activations and weights), "float", or which half is INT8."""
+    out: dict[str, str] = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in COMPUTE_TYPES:
+            continue
+        act = _reaches(op.input(0).get_source_output(), _ACTIVATION_PATH, _is_fq)
+        wgt = op.get_input_size() > 1 and _reaches(op.input(1).get_source_output(), _WEIGHT_PATH,
+                                                   _is_low_bit_weight)
+        out[op.get_friendly_name()] = ("int8" if act and wgt else "float" if not (act or wgt)
+                                       else "int8 activations, float weights" if act
+                                       else "int8 weights, float activations")
+    return out
+
+
+def quantized_inputs(model: ov.Model, names: Iterable[str]) -> dict[str, bool]:
+    """For each named op: does any of its inputs come (directly or through a reshape) from a FakeQuantize?"""
+    wanted = set(names)
+    return {op.get_friendly_name(): any(_reaches(i.get_source_output(), PASS_THROUGH_TYPES, _is_fq)
+                                        for i in op.inputs())
+            for op in model.get_ordered_ops() if op.get_friendly_name() in wanted}
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+class SampleStream:
+    """A re-iterable stream of single-sample ``[1, ...]`` model inputs over a CalibrationSource.
+
+    The source is read in ``batch_size`` batches (preprocessing is batched) and handed to NNCF one sample
+    at a time: its ``subset_size`` then counts images and its statistics are per sample.
+    """
+
+    def __init__(self, source: CalibrationSource, batch_size: int = 8) -> None:
+        self.source = source
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return self.source.count
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for batch in self.source.batches(self.batch_size):
+            for i in range(len(batch)):
+                yield np.ascontiguousarray(batch[i:i + 1], dtype=np.float32)
+
+
+def compile_f32(model: ov.Model) -> ov.CompiledModel:
+    """CPU, f32 precision: what validation must use (OpenVINO would pick bf16 on a bf16 CPU)."""
+    from heatdeploy.runtime.backends.openvino import core
+
+    return core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+
+
+class KeypointValidator:
+    """heatdeploy's keypoint metric as an NNCF validation function: PCK@alpha in points (0-100).
+
+    Against ground truth (visible keypoints) when the split has it; otherwise against the FP32 model's
+    keypoints (those FP32 calls present), so the FP32 model scores 100. Images are preprocessed once by
+    the runtime's preprocessor; NNCF's data items are image indices.
+    """
+
+    def __init__(self, spec: ModelSpec, data: Any, fp32_model: ov.Model, *, alpha: float = 0.05,
+                 batch_size: int = 8) -> None:
+        from heatdeploy.runtime.decode import HeatmapCodec
+        from heatdeploy.runtime.metrics import diagonal
+        from heatdeploy.runtime.preprocess import Preprocessor
+
+        self.spec, self.alpha, self.batch_size = spec, float(alpha), int(batch_size)
+        self.codec = HeatmapCodec(spec)
+        pre = Preprocessor(spec.input)
+        tensors, transforms, sizes = [], [], []
+        n = len(data)
+        for start in range(0, n, self.batch_size):
+            images = data.load(start, min(start + self.batch_size, n))
+            boxes = None
+            if spec.input.resize == "crop":  # whole image as the person box, as calibration and parity do
+                boxes = np.array([[0.0, 0.0, im.shape[1] - 1.0, im.shape[0] - 1.0] for im in images])
+            b = pre(images, boxes)
+            tensors.append(b.tensor)
+            transforms.append(b.transforms)
+            sizes.append(np.asarray(b.image_sizes))
+        if not tensors:
+            raise CalibrationError(f"{data.source}: the validation split holds no images")
+        self.tensors = np.concatenate(tensors).astype(np.float32)
+        self.transforms = np.concatenate(transforms)
+        self.image_sizes = np.concatenate(sizes)
+        self.limit = self.alpha * diagonal(self.image_sizes)[:, None]
+        self.data_record = data.record()
+        truth = data.truth
+        if truth is not None and np.asarray(truth.visible, bool).any():
+            self.mode = "truth"
+            self.target = np.asarray(truth.keypoints, np.float64)
+            self.mask = np.asarray(truth.visible, bool)
+        else:
+            self.mode = "fp32"
+            ref = self.keypoints(compile_f32(fp32_model))
+            self.target, self.mask = ref.coords_img.astype(np.float64), ref.present
+        self.name = (f"PCK@{self.alpha:g} vs ground truth (points)" if self.mode == "truth"
+                     else f"PCK@{self.alpha:g} vs FP32 keypoints (points)")
+        self.calls = 0
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def item(self, index: int) -> np.ndarray:
+        """The model input for one data item (NNCF's transform_fn)."""
+        return self.tensors[index:index + 1]
+
+    def keypoints(self, compiled: ov.CompiledModel, indices: Sequence[int] | None = None) -> Any:
+        """Decoded keypoints (runtime codec) of ``indices`` (all when None) for a compiled model."""
+        from heatdeploy.runtime.parity import KeypointSet, decode_keypoints
+
+        idx = np.arange(len(self.tensors)) if indices is None else np.asarray(list(indices), np.int64)
+        request = compiled.create_infer_request()
+        input_name = compiled.inputs[0].get_any_name()
+        names = self.spec.output_names
+        parts = []
+        for start in range(0, len(idx), self.batch_size):
+            chunk = idx[start:start + self.batch_size]
+            res = request.infer({input_name: self.tensors[chunk]})
+            outputs = {n: np.asarray(res[compiled.output(n)]) for n in names}
+            parts.append(decode_keypoints(self.codec, self.spec, outputs, self.transforms[chunk]))
+        return KeypointSet.concat(parts)
+
+    def per_item(self, compiled: ov.CompiledModel, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Correct and counted keypoints per item."""
+        idx = np.asarray(list(indices), np.int64)
+        kps = self.keypoints(compiled, idx)
+        d = np.linalg.norm(kps.coords_img.astype(np.float64) - self.target[idx], axis=-1)
+        mask = self.mask[idx]
+        ok = (d <= self.limit[idx]) & mask
+        return ok.sum(axis=1), mask.sum(axis=1)
+
+    def evaluate(self, compiled: ov.CompiledModel, indices: Sequence[int] | None = None) -> float:
+        """The metric over ``indices`` (all when None)."""
+        idx = range(len(self.tensors)) if indices is None else indices
+        return self(compiled, idx)[0]
+
+    def __call__(self, compiled: ov.CompiledModel, items: Iterable[Any]) -> tuple[float, list[float]]:
+        """NNCF's ``validation_fn``: (metric, metric per item) — per item lets NNCF rank layers by metric."""
+        self.calls += 1
+        idx = [int(i) for i in items]
+        ok, count = self.per_item(compiled, idx)
+        total = int(count.sum())
+        metric = 100.0 * float(ok.sum()) / total if total else 100.0
+        per = np.where(count > 0, 100.0 * ok / np.maximum(count, 1), 100.0)
+        return metric, [float(v) for v in per]
+
+
+# --- the pipeline ----------------------------------------------------------------------------------
+
+
+@dataclass
+class NncfQuantizeReport:
+    """What NNCF quantized, from which data, what stayed float and why, and what accuracy control did."""
+
+    tool: str
+    preset: str
+    options: dict[str, Any]
+    excluded: dict[str, str]  # IR op -> why it stays float (the IgnoredScope)
+    calibration: dict[str, Any]  # the data record (same shape as the ORT quantizer's)
+    layers: dict[str, str]  # compute op -> int8 | float | half
+    accuracy_control: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reverted(self) -> list[str]:
+        """Layers accuracy control sent back to float."""
+        return list((self.accuracy_control or {}).get("reverted_to_fp32", []))
+
+    def summary(self) -> str:
+        """One line: preset, data, INT8 layer count, float scope, accuracy control outcome."""
+        n_int8 = sum(v == "int8" for v in self.layers.values())
+        text = (f"NNCF INT8 ({self.preset}) on {self.calibration.get('count')} {self.calibration.get('kind')} samples: "
+                f"{n_int8}/{len(self.layers)} compute layers INT8; {len(self.excluded)} ops kept float")
+        ac = self.accuracy_control
+        if ac:
+            text += (f"; accuracy control ({ac['metric']}, budget {ac['max_drop']:g}): FP32 {ac['fp32']:.2f}, "
+                     f"INT8 {ac['int8_before']:.2f} -> final {ac['final']:.2f}")
+            text += (f"; reverted to FP32: {', '.join(self.reverted)}" if self.reverted
+                     else "; no layer reverted")
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The bundle's calibration record for the artifact."""
+        return {**self.to_dict(), "summary": self.summary()}
+
+
+def quantize_openvino_int8(
+    model: ov.Model,
+    spec: ModelSpec,
+    source: CalibrationSource,
+    *,
+    preset: str = "mixed",
+    subset_size: int | None = None,
+    keep_fp32: str | Sequence[str] = "base",
+    target_device: str = "any",
+    fast_bias_correction: bool = True,
+    calib_batch: int = 8,
+    accuracy_control: float | None = None,
+    validation: Any = None,
+    pck_alpha: float = 0.05,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    ranking_subset_size: int | None = DEFAULT_RANKING,
+    ranking_workers: int | None = 1,
+) -> tuple[ov.Model, NncfQuantizeReport]:
+    """Quantize a float ``ov.Model`` with NNCF on ``source``; returns the INT8 model and its report.
+
+    ``preset``: "mixed" (symmetric weights, asymmetric activations: NNCF's advice for models with
+    non-ReLU activations or biased inputs) or "performance" (symmetric both, fastest kernels).
+    ``subset_size``: calibration samples NNCF uses (default: all the source yields).
+    ``accuracy_control``: maximal PCK drop in points; needs ``validation`` (a ParityData from
+    :func:`heatdeploy.runtime.parity.load_parity_data`). ``max_iterations`` bounds how many layer groups
+    NNCF may revert, ``ranking_subset_size`` how many images rank them, ``ranking_workers`` its threads.
+    """
+    t_start = time.perf_counter()
+    if preset not in PRESETS:
+        raise CalibrationError(f"preset {preset!r}: choose {' or '.join(PRESETS)}")
+    device = TARGET_DEVICES.get(str(target_device).lower())
+    if device is None:
+        raise CalibrationError(f"target_device {target_device!r}: choose one of {', '.join(TARGET_DEVICES)}")
+    if accuracy_control is not None and (accuracy_control < 0 or not np.isfinite(accuracy_control)):
+        raise CalibrationError(f"accuracy control: the PCK drop budget must be >= 0 points, got {accuracy_control}")
+    if accuracy_control is not None and validation is None:
+        raise CalibrationError("accuracy control needs a validation split (labelled folder, image folder or "
+                               "synthetic:N)")
+    if subset_size is not None and subset_size < 1:
+        raise CalibrationError(f"subset_size must be >= 1, got {subset_size}")
+    excluded = float_scope(model, keep_fp32)
+    ignored = nncf.IgnoredScope(names=sorted(excluded), validate=True)
+    stream = SampleStream(source, calib_batch)
+    subset = subset_size or max(1, source.count)
+    dataset = nncf.Dataset(stream)
+    common = dict(preset=PRESETS[preset], target_device=device, subset_size=subset,
+                  fast_bias_correction=fast_bias_correction, ignored_scope=ignored)
+    options: dict[str, Any] = {
+        "preset": preset, "target_device": device.value, "subset_size": subset,
+        "fast_bias_correction": fast_bias_correction, "keep_fp32": _keep_mode(keep_fp32)[0]
+        if not _keep_mode(keep_fp32)[1] else sorted(_keep_mode(keep_fp32)[1]),
+        "calib_batch": calib_batch, "samples_per_nncf_item": 1, "nncf": nncf.__version__,
+        "openvino": ov.get_version(),
+    }
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        quantized = nncf.quantize(model, dataset, **common)
+    except nncf.ValidationError as exc:
+        raise CalibrationError(f"NNCF refused the quantization settings ({exc})") from None
+    timings["quantize_s"] = time.perf_counter() - t0
+    record = source.record()
+    plain_layers = layer_precisions(quantized)
+    ac_record: dict[str, Any] | None = None
+    notes: list[str] = []
+    if accuracy_control is not None:
+        quantized, ac_record = _accuracy_control(
+            model, quantized, plain_layers, spec, dataset, common, validation, float(accuracy_control), pck_alpha,
+            max_iterations, ranking_subset_size, ranking_workers, timings)
+        if not ac_record["reached"]:
+            notes.append(f"accuracy control did not reach the budget of {accuracy_control:g} points "
+                         f"(final drop {ac_record['final_drop']:.2f}); the best model found is kept")
+    layers = layer_precisions(quantized)
+    lost = [n for n, v in plain_layers.items() if v != "int8" and n not in excluded]
+    if lost:
+        notes.append(f"layers NNCF left float on its own: {', '.join(lost)}")
+    timings["total_s"] = time.perf_counter() - t_start
+    report = NncfQuantizeReport(tool="nncf", preset=preset, options=options, excluded=excluded, calibration=record,
+                                layers=layers, accuracy_control=ac_record, timings=timings, notes=notes)
+    log.info("%s", report.summary())
+    return quantized, report
+
+
+def _accuracy_control(model: ov.Model, plain: ov.Model, plain_layers: dict[str, str], spec: ModelSpec,
+                      dataset: nncf.Dataset, common: dict[str, Any], validation: Any, max_drop: float,
+                      alpha: float, max_iterations: int, ranking_subset_size: int | None,
+                      ranking_workers: int | None, timings: dict[str, float]) -> tuple[ov.Model, dict[str, Any]]:
+    """Measure the plain INT8 model; if it misses the budget let NNCF revert layers; name what went back."""
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    t0 = time.perf_counter()
+    validator = KeypointValidator(spec, validation, model, alpha=alpha)
+    fp32_metric = validator.evaluate(compile_f32(model))
+    before = validator.evaluate(compile_f32(plain))
+    timings["validate_s"] = time.perf_counter() - t0
+    n = len(validator)
+    ranking = min(ranking_subset_size or n, n)
+    record: dict[str, Any] = {
+        "metric": validator.name, "mode": validator.mode, "max_drop": max_drop, "drop_type": "absolute (points)",
+        "validation": validator.data_record, "images": n, "fp32": fp32_metric, "int8_before": before,
+        "drop_before": fp32_metric - before, "max_iterations": max_iterations, "ranking_subset_size": ranking,
+        "nncf_ran": False,
+    }
+    final_model = plain
+    if fp32_metric - before > max_drop:
+        t0 = time.perf_counter()
+        val_data = nncf.Dataset(list(range(n)), validator.item)
+        params = AdvancedAccuracyRestorerParameters(max_num_iterations=max_iterations, ranking_subset_size=ranking,
+                                                    num_ranking_workers=ranking_workers)
+        final_model = nncf.quantize_with_accuracy_control(
+            model, dataset, val_data, validator, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=params, **common)
+        record["nncf_ran"] = True
+        timings["accuracy_control_s"] = time.perf_counter() - t0
+    final = validator.evaluate(compile_f32(final_model)) if final_model is not plain else before
+    final_layers = layer_precisions(final_model)
+    record.update({
+        "final": final, "final_drop": fp32_metric - final, "reached": fp32_metric - final <= max_drop,
+        "reverted_to_fp32": [name for name, v in plain_layers.items() if v != "float"
+                             and final_layers.get(name) == "float"],
+        "partly_reverted": {name: final_layers[name] for name, v in plain_layers.items()
+                            if v == "int8" and final_layers.get(name) not in ("int8", "float", None)},
+        "validation_calls": validator.calls,
+    })
+    return final_model, record
+
+
+__all__ = [
+    "KeypointValidator", "NncfQuantizeReport", "SampleStream", "float_scope", "layer_precisions", "output_tails",
+    "quantize_openvino_int8", "quantized_inputs", "saturating_nodes",
+]

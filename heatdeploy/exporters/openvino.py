@@ -1,0 +1,307 @@
+"""A bundle's FP32 ONNX -> OpenVINO IR (fp32, fp16, bf16, int8), written into the same bundle.
+
+Each precision is its own artifact ``openvino-<precision>`` at ``openvino/model.<precision>.xml`` with its
+``.bin`` as a hashed extra file, so ``Bundle.load`` verifies both and the runtime picks the openvino
+backend from the manifest. The IR carries the ModelSpec in ``rt_info`` (``heatdeploy/spec``) and the
+inference precision the runtime must compile it with (``heatdeploy/inference_precision``):
+
+- ``fp32``: f32 weights, compiled with ``INFERENCE_PRECISION_HINT=f32``. OpenVINO's CPU default on bf16
+  hardware is bf16, which is not what FP32 parity promises.
+- ``bf16``: the same IR, compiled with the bf16 hint: the CPU's fast float path, with its own parity.
+- ``fp16``: FP16-compressed weights (half the file); compute in f16 where the device has it (GPU, NPU,
+  AVX512-FP16/AMX-FP16 CPUs), else f32 — never bf16 behind the user's back.
+- ``int8``: NNCF post-training quantization (:mod:`heatdeploy.calibration.nncf_quantize`) from the same
+  calibration sources as ORT INT8; the float scope (head tails, Sigmoid/Softmax) is compiled in f32.
+
+The batch dimension stays dynamic. Files are written to a temporary folder inside the bundle and copied
+into place atomically; the manifest is re-read just before it is saved so other artifacts' edits survive.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from heatdeploy import __version__
+from heatdeploy.bundle import Artifact, Bundle, BundleError
+from heatdeploy.fsutil import sha256_file
+from heatdeploy.runtime.backends.openvino import RT_INFERENCE, RT_PRECISION, RT_SECTION, RT_SPEC, spec_from_model
+from heatdeploy.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# The IR's inference precision preference (first the device supports); see the module docstring.
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16,f32", "int8": "f32"}
+WEIGHTS = {"fp32": "f32", "bf16": "f32 (same IR as fp32)", "fp16": "f16 (compress_to_fp16)",
+           "int8": "int8 (NNCF), float scope f32"}
+SOURCE_ARTIFACT = "onnx-fp32"
+CHECK_SEED = 1234  # seeded inputs for the post-export check against ORT FP32
+
+
+class OpenVinoExportError(RuntimeError):
+    """The ONNX model could not become a usable IR; the message names the file and the fix."""
+
+
+def artifact_name(precision: str) -> str:
+    return f"openvino-{precision}"
+
+
+def artifact_path(precision: str) -> str:
+    return f"openvino/model.{precision}.xml"
+
+
+# --- conversion ----------------------------------------------------------------------------------
+
+
+def convert_onnx(onnx_path: str | Path, spec: ModelSpec) -> tuple[ov.Model, list[str]]:
+    """``openvino.convert_model`` on the ONNX file; the spec's tensors must be the IR's; batch left dynamic."""
+    onnx_path = Path(onnx_path)
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as exc:
+        first = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise OpenVinoExportError(f"{onnx_path}: OpenVINO could not convert the ONNX model "
+                                  f"({first[-1] if first else type(exc).__name__}); check its opset and operators"
+                                  ) from None
+    notes: list[str] = []
+    inputs = {n: p for p in model.inputs for n in p.get_names()}
+    outputs = {n for p in model.outputs for n in p.get_names()}
+    if spec.input.name not in inputs:
+        raise OpenVinoExportError(f"{onnx_path}: the spec's input {spec.input.name!r} is not an IR input "
+                                  f"({', '.join(sorted(inputs))}); fix input.name in the spec")
+    missing = [n for n in spec.output_names if n not in outputs]
+    if missing:
+        raise OpenVinoExportError(f"{onnx_path}: spec output(s) {', '.join(missing)} not among the IR outputs "
+                                  f"({', '.join(sorted(outputs))}); fix heatmap.name / existence.name in the spec")
+    shape = inputs[spec.input.name].get_partial_shape()
+    if shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_static:
+        dynamic = ov.PartialShape([ov.Dimension(), *list(shape)[1:]])
+        try:
+            model.reshape({spec.input.name: dynamic})
+            notes.append(f"batch dimension made dynamic (the ONNX input was {shape})")
+        except Exception as exc:
+            notes.append(f"batch stays {shape[0]}: the graph does not reshape to a dynamic batch "
+                         f"({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})")
+    return model, notes
+
+
+def embed_rt_info(model: ov.Model, spec: ModelSpec, precision: str, extra: dict[str, str] | None = None) -> None:
+    """Spec, precision and inference precision under ``rt_info['heatdeploy']`` (read back by the backend)."""
+    model.set_rt_info(spec.to_json(indent=None), list(RT_SPEC))
+    model.set_rt_info(precision, list(RT_PRECISION))
+    model.set_rt_info(INFERENCE_PRECISION[precision], list(RT_INFERENCE))
+    model.set_rt_info(__version__, [RT_SECTION, "heatdeploy_version"])
+    for key, value in (extra or {}).items():
+        model.set_rt_info(str(value), [RT_SECTION, key])
+
+
+def read_ir_spec(xml: str | Path) -> ModelSpec | None:
+    """The spec embedded in an IR's rt_info (None when it carries none)."""
+    from heatdeploy.runtime.backends.openvino import read_model
+
+    return spec_from_model(read_model(xml), str(xml))
+
+
+def is_dynamic_batch(model: ov.Model, input_name: str) -> bool:
+    port = next(p for p in model.inputs if input_name in p.get_names())
+    shape = port.get_partial_shape()
+    return shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_dynamic
+
+
+# --- the bundle step -----------------------------------------------------------------------------
+
+
+def add_openvino_artifact(
+    bundle_dir: str | Path,
+    precision: str,
+    *,
+    calib: str | None = None,
+    calib_size: int | None = 300,
+    seed: int = 0,
+    preset: str = "mixed",
+    accuracy_control: float | None = None,
+    accuracy_data: str | None = None,
+    validation_size: int = 200,
+    pck_alpha: float = 0.05,
+    keep_fp32: str | Sequence[str] = "base",
+    target_device: str = "any",
+    fast_bias_correction: bool = True,
+    max_iterations: int = 20,
+    ranking_subset_size: int | None = 100,
+    source: str = SOURCE_ARTIFACT,
+    check: bool = True,
+) -> Artifact:
+    """Convert the bundle's ``onnx-fp32`` to OpenVINO at ``precision``, write it and record it in the manifest.
+
+    INT8 options: ``calib`` is anything :func:`~heatdeploy.calibration.sources.open_source` takes (folder,
+    video, .npy/.npz, ``synthetic[:N]``; default ``synthetic`` for the shipped reference, required
+    otherwise), ``calib_size`` samples with ``seed``; ``preset`` mixed|performance; ``keep_fp32`` base|none|
+    op names; ``accuracy_control`` = maximal PCK drop in points, measured on ``accuracy_data`` (a labelled
+    split, image folder or ``synthetic:N``; default: ``synthetic:<validation_size>`` with another seed when
+    calibrating on synthetic, else the calibration folder) as PCK@``pck_alpha`` (of the image diagonal),
+    bounded by ``max_iterations`` and ``ranking_subset_size``. ``check`` runs the IR and ORT FP32 on two
+    seeded inputs and records the largest difference per output.
+
+    Returns the recorded Artifact; its ``calibration`` holds the NNCF report for INT8 (``summary``,
+    ``excluded``, ``layers``, ``accuracy_control.reverted_to_fp32``).
+    """
+    if precision not in PRECISIONS:
+        raise OpenVinoExportError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    t_start = time.perf_counter()
+    root = Path(bundle_dir)
+    bundle = Bundle.load(root, verify=False)
+    src = bundle.artifact(source)
+    if src.format != "onnx":
+        raise BundleError(f"{root}: artifact {source!r} is {src.format}, the OpenVINO exporter converts ONNX; "
+                          f"pass source='{SOURCE_ARTIFACT}'")
+    onnx_path = bundle.path_of(src)
+    # The ONNX we convert must be the one the manifest vouches for (other artifacts need not be intact:
+    # re-exporting one is how a broken one is fixed).
+    if not onnx_path.is_file() or sha256_file(onnx_path) != src.sha256:
+        raise BundleError(f"{onnx_path}: missing or changed since the manifest was written (sha256 mismatch); "
+                          "re-export the bundle")
+    spec = bundle.spec
+    model, conv_notes = convert_onnx(onnx_path, spec)
+    t_convert = time.perf_counter() - t_start
+
+    calibration: dict[str, Any] | None = None
+    tools = {"openvino": ov.get_version(), "heatdeploy": __version__}
+    extra_rt: dict[str, str] = {"source_artifact": source, "source_sha256": src.sha256}
+    if precision == "int8":
+        model, calibration, tools["nncf"] = _quantize(
+            model, bundle, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
+            accuracy_control=accuracy_control, accuracy_data=accuracy_data, validation_size=validation_size,
+            pck_alpha=pck_alpha, keep_fp32=keep_fp32, target_device=target_device,
+            fast_bias_correction=fast_bias_correction, max_iterations=max_iterations,
+            ranking_subset_size=ranking_subset_size)
+    embed_rt_info(model, spec, precision, extra_rt)
+
+    rel = artifact_path(precision)
+    rel_bin = str(Path(rel).with_suffix(".bin").as_posix())
+    bundle.path_of(rel).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".openvino-", suffix=".partial", dir=root))
+    try:
+        xml = tmp / Path(rel).name
+        ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+        notes: dict[str, Any] = {
+            "source_artifact": source, "source_sha256": src.sha256,
+            "inference_precision": INFERENCE_PRECISION[precision],
+            "weights": WEIGHTS[precision], "dynamic_batch": is_dynamic_batch(model, spec.input.name),
+            "rt_info": {"spec": "/".join(RT_SPEC), "precision": "/".join(RT_PRECISION),
+                        "inference_precision": "/".join(RT_INFERENCE)},
+            "convert_s": round(t_convert, 3),
+        }
+        if conv_notes:
+            notes["conversion"] = conv_notes
+        if precision == "bf16":
+            notes["precision_note"] = "same IR as openvino-fp32, compiled with INFERENCE_PRECISION_HINT=bf16"
+        if check:
+            notes["check"] = _check_against_onnx(xml, onnx_path, spec)
+        notes["total_s"] = round(time.perf_counter() - t_start, 3)
+        # Re-read the manifest now: another step may have added an artifact meanwhile.
+        fresh = Bundle.load(root, verify=False)
+        art = fresh.add_file(xml, rel, name=artifact_name(precision), format="openvino", precision=precision,
+                             backend="openvino", tools=tools, extra={rel_bin: xml.with_suffix(".bin")},
+                             calibration=calibration, notes=notes)
+        fresh.save()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("%s", summary_line(art))
+    return art
+
+
+def summary_line(art: Artifact) -> str:
+    """One line for the CLI: what was written, how, and (INT8) what NNCF did."""
+    text = (f"{art.name}: {art.path} (weights {art.notes.get('weights', '?')}; "
+            f"inference precision {art.notes.get('inference_precision', '?')})")
+    check = art.notes.get("check")
+    if isinstance(check, dict) and "max_abs_diff" in check:
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in check["max_abs_diff"].items())
+        text += f"; max |OV - ORT FP32|: {diffs}"
+    if art.calibration and art.calibration.get("summary"):
+        text += f"; {art.calibration['summary']}"
+    return text
+
+
+def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size: int | None, seed: int,
+              preset: str, accuracy_control: float | None, accuracy_data: str | None, validation_size: int,
+              pck_alpha: float, keep_fp32: str | Sequence[str], target_device: str, fast_bias_correction: bool,
+              max_iterations: int, ranking_subset_size: int | None) -> tuple[ov.Model, dict[str, Any], str]:
+    """NNCF INT8 from the shared calibration sources; returns the model, its record and NNCF's version."""
+    import nncf
+
+    from heatdeploy.calibration.nncf_quantize import quantize_openvino_int8
+    from heatdeploy.calibration.sources import CalibrationError, open_source
+
+    if calib is None:
+        if bundle.info.get("source") != "reference":
+            raise CalibrationError(f"{bundle.root}: OpenVINO INT8 needs calibration data: pass a folder of images, "
+                                   "a video, a .npy/.npz of preprocessed inputs, or 'synthetic' (reference only)")
+        calib = "synthetic"
+    source = open_source(bundle.spec, calib, size=calib_size, seed=seed)
+    validation = None
+    if accuracy_control is not None:
+        validation = _validation_data(bundle.spec, calib, accuracy_data, validation_size, seed)
+    quantized, report = quantize_openvino_int8(
+        model, bundle.spec, source, preset=preset, keep_fp32=keep_fp32, target_device=target_device,
+        fast_bias_correction=fast_bias_correction, accuracy_control=accuracy_control, validation=validation,
+        pck_alpha=pck_alpha, max_iterations=max_iterations, ranking_subset_size=ranking_subset_size)
+    return quantized, report.to_manifest(), nncf.__version__
+
+
+def _validation_data(spec: ModelSpec, calib: str, accuracy_data: str | None, size: int, seed: int) -> Any:
+    """The split accuracy control measures PCK on (never the shipped eval split by default: that is for parity)."""
+    from heatdeploy.calibration.sources import CalibrationError
+    from heatdeploy.runtime.parity import ParityError, load_parity_data
+
+    text = accuracy_data
+    data_seed = seed + 1  # synthetic validation: other figures than the calibration ones
+    if text is None:
+        if calib.strip().startswith("synthetic"):
+            text = f"synthetic:{size}"
+        elif Path(calib).expanduser().is_dir():
+            text = calib
+        else:
+            raise CalibrationError(f"{calib}: accuracy control needs images to measure PCK on; pass accuracy_data "
+                                   "(a labelled split with labels.json, a folder of images, or synthetic:N)")
+    try:
+        return load_parity_data(spec, text, limit=size, seed=data_seed)
+    except ParityError as exc:
+        raise CalibrationError(f"accuracy control: {exc}") from None
+
+
+def _check_against_onnx(xml: Path, onnx_path: Path, spec: ModelSpec) -> dict[str, Any]:
+    """Largest |OpenVINO - ORT FP32| per output on two seeded inputs, at the IR's own inference precision."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"skipped": "onnxruntime not installed"}
+    from heatdeploy.runtime.backends.openvino import load
+
+    inp = spec.input
+    shape = (2, inp.channels, inp.height, inp.width) if inp.layout == "NCHW" else (2, inp.height, inp.width,
+                                                                                  inp.channels)
+    x = np.random.default_rng(CHECK_SEED).standard_normal(shape).astype(np.float32)
+    backend = load(xml)
+    got = backend.infer({inp.name: x})
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = list(spec.output_names)
+    want = dict(zip(names, sess.run(names, {inp.name: x}), strict=True))
+    diffs = {n: float(np.max(np.abs(got[n].astype(np.float64) - want[n]))) for n in names}
+    return {"inputs": f"2 seeded N(0,1) tensors (seed {CHECK_SEED})", "max_abs_diff": diffs,
+            "compiled_precision": backend.inference_precision, "device": backend.device}
+
+
+__all__ = [
+    "INFERENCE_PRECISION", "OpenVinoExportError", "PRECISIONS", "add_openvino_artifact", "artifact_name",
+    "artifact_path", "convert_onnx", "embed_rt_info", "read_ir_spec", "summary_line",
+]
