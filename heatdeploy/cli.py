@@ -416,6 +416,55 @@ def parity(
     raise typer.Exit(code)
 
 
+# --- spec ------------------------------------------------------------------------------------------
+spec_app = typer.Typer(help="Propose or check a ModelSpec for your own ONNX model.", no_args_is_help=True,
+                       rich_markup_mode=None)
+app.add_typer(spec_app, name="spec")
+
+
+@spec_app.command("infer")
+@cli_errors
+def spec_infer_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX model")],
+    names: Annotated[str | None, typer.Option("--names", help="comma-separated keypoint names")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the proposal here")] = None,
+) -> None:
+    """Propose a ModelSpec from the graph (layouts, stride, heatmap/existence outputs, logits or not).
+
+    Example: heatdeploy spec infer model.onnx --names nose,left_eye,right_eye --out spec.json
+    """
+    from heatdeploy.spec_infer import infer_spec, write_spec_proposal
+
+    spec, notes = infer_spec(model, keypoint_names=names.split(",") if names else None)
+    for n in notes:
+        console.print(f"- {n}", highlight=False, soft_wrap=True)
+    if out is not None:
+        write_spec_proposal(spec, out)
+        console.print(f"spec written: {out} (review the notes, then: heatdeploy export {model} --spec {out} "
+                      "--out bundle/)", highlight=False, soft_wrap=True)
+    else:
+        sys.stdout.write(spec.to_json() + "\n")
+
+
+@spec_app.command("check")
+@cli_errors
+def spec_check_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX model")],
+    spec: Annotated[Path, typer.Option("--spec", help="ModelSpec JSON")],
+    image: Annotated[Path | None, typer.Option("--image", help="sample image to run once")] = None,
+) -> None:
+    """Validate a spec against the model's graph and, with --image, decode one image with it.
+
+    Example: heatdeploy spec check model.onnx --spec spec.json --image sample.jpg
+    """
+    from heatdeploy.runtime.preprocess import load_image
+    from heatdeploy.spec import ModelSpec
+    from heatdeploy.spec_infer import check_spec
+
+    for n in check_spec(model, ModelSpec.load(spec), load_image(image) if image else None):
+        console.print(f"- {n}", highlight=False, soft_wrap=True)
+
+
 # --- bench -------------------------------------------------------------------------------------------
 @app.command()
 @cli_errors

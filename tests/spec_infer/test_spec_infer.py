@@ -1,0 +1,133 @@
+"""infer_spec / check_spec on a zoo of third-party-shaped models, then export + run with no hand-written code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heatdeploy.spec import ExistenceSpec, ModelSpec, SpecError
+from heatdeploy.spec_infer import check_spec, infer_spec, write_spec_proposal
+
+HERE = Path(__file__).parent
+if str(HERE) not in sys.path:  # the helper is imported by name whatever pytest's import mode
+    sys.path.insert(0, str(HERE))
+import zoo  # noqa: E402
+
+NAMES = {"nchw": None, "nhwc_landmarks": None, "shared": ["nose", "neck", "l_hand", "r_hand"]}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zoo.ZooModel]:
+    root = tmp_path_factory.mktemp("zoo")
+    return {"nchw": zoo.build_nchw(root), "nhwc_landmarks": zoo.build_nhwc_landmarks(root),
+            "shared": zoo.build_shared(root)}
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("key", ["nchw", "nhwc_landmarks", "shared"])
+def test_infer_spec_recovers_the_model(models: dict[str, zoo.ZooModel], key: str) -> None:
+    m = models[key]
+    spec, notes = infer_spec(m.path, keypoint_names=NAMES[key])
+    assert spec.input.layout == m.input_layout
+    assert (spec.input.height, spec.input.width, spec.input.channels) == (zoo.H, zoo.W, 3)
+    assert spec.heatmap.name == m.heatmap
+    assert spec.heatmap.layout == m.heatmap_layout
+    assert spec.heatmap.stride == m.stride
+    assert spec.num_keypoints == m.k
+    assert spec.heatmap.activation == m.heatmap_activation
+    if m.existence is None:
+        assert spec.existence is None
+    else:
+        assert spec.existence is not None
+        assert (spec.existence.name, spec.existence.per, spec.existence.activation) == (
+            m.existence, m.existence_per, m.existence_activation)
+    text = "\n".join(notes)
+    for name in m.ignored:
+        assert f"{name!r}" in text and "ignored by the decoder" in text
+    assert "random inputs" in text  # the activation guess says how it was judged
+
+
+def test_shared_tensor_selects_keypoint_channels(models: dict[str, zoo.ZooModel]) -> None:
+    spec, notes = infer_spec(models["shared"].path, keypoint_names=NAMES["shared"])
+    assert spec.heatmap.channels == (0, 1, 2, 3)
+    assert spec.keypoints == tuple(NAMES["shared"])
+    assert any("heatmap.channels = 0..3" in n and "11 channels" in n for n in notes)
+
+
+def test_shared_tensor_without_names_uses_the_existence_width(models: dict[str, zoo.ZooModel]) -> None:
+    spec, notes = infer_spec(models["shared"].path)
+    assert spec.num_keypoints == 4 and spec.heatmap.channels == (0, 1, 2, 3)
+    assert spec.keypoints == ("kp0", "kp1", "kp2", "kp3")
+    assert any("--names" in n for n in notes)
+
+
+def test_missing_output_shapes_are_inferred(models: dict[str, zoo.ZooModel], tmp_path: Path) -> None:
+    bare = zoo.strip_output_shapes(models["nhwc_landmarks"].path, tmp_path / "bare.onnx")
+    spec, _ = infer_spec(bare)
+    assert (spec.heatmap.layout, spec.heatmap.stride, spec.num_keypoints) == ("NHWC", 4, 5)
+
+
+def test_nothing_heatmap_like_names_the_graph(tmp_path: Path) -> None:
+    path = zoo.build_no_heatmap(tmp_path)
+    with pytest.raises(SpecError, match=r"no heatmap-like output.*graph outputs: logits \[N,3\]") as exc:
+        infer_spec(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_too_many_names_is_a_clear_error(models: dict[str, zoo.ZooModel]) -> None:
+    with pytest.raises(SpecError, match=r"9 keypoint names given.*heatmaps NCHW 4ch"):
+        infer_spec(models["nchw"].path, keypoint_names=[f"k{i}" for i in range(9)])
+
+
+@pytest.mark.parametrize("key", ["nchw", "nhwc_landmarks", "shared"])
+def test_proposal_exports_and_runs(models: dict[str, zoo.ZooModel], key: str, tmp_path: Path) -> None:
+    from heatdeploy.cli import export_bundle
+    from heatdeploy.runtime import Pipeline
+
+    m = models[key]
+    spec, _ = infer_spec(m.path, keypoint_names=NAMES[key])
+    spec_json = write_spec_proposal(spec, tmp_path / "spec.json")
+    assert ModelSpec.load(spec_json) == spec
+    notes = check_spec(m.path, spec, _image())
+    assert any(f"keypoints [1, {m.k}, 2]" in n for n in notes)
+    out = export_bundle(str(m.path), tmp_path / "bundle", spec_path=str(spec_json))
+    pred = Pipeline.load(out).predict([_image(1)])
+    assert pred.keypoints.shape == (1, m.k, 2)
+    assert np.isfinite(pred.keypoints).all()
+
+
+def test_int8_and_parity_run_on_an_inferred_spec(models: dict[str, zoo.ZooModel], tmp_path: Path) -> None:
+    from heatdeploy.cli import add_int8, export_bundle
+    from heatdeploy.runtime.parity import parity_command
+
+    m = models["nhwc_landmarks"]
+    spec, _ = infer_spec(m.path)
+    spec_json = write_spec_proposal(spec, tmp_path / "spec.json")
+    out = export_bundle(str(m.path), tmp_path / "bundle", spec_path=str(spec_json))
+    add_int8(out, "synthetic:8", keep_fp32="base")
+    result, code = parity_command(out, "onnx-int8", data="synthetic:4", write_manifest=False)
+    assert code in (0, 1)  # random weights: only that it runs end to end, not that it passes
+    assert result is not None
+
+
+def test_wrong_output_name_lists_the_graph(models: dict[str, zoo.ZooModel]) -> None:
+    m = models["nhwc_landmarks"]
+    spec, _ = infer_spec(m.path)
+    bad = ModelSpec(keypoints=spec.keypoints, input=spec.input, heatmap=spec.heatmap,
+                    existence=ExistenceSpec(name="visibility", per="instance"))
+    with pytest.raises(SpecError, match=r"'visibility'.*hm \[N,16,12,5\].*landmarks \[N,25\].*presence \[N,1\]"):
+        check_spec(m.path, bad)
+
+
+def test_k_mismatch_lists_the_graph(models: dict[str, zoo.ZooModel]) -> None:
+    m = models["nchw"]
+    spec, _ = infer_spec(m.path)
+    bad = ModelSpec(keypoints=("a", "b", "c"), input=spec.input, heatmap=spec.heatmap, existence=None)
+    with pytest.raises(SpecError, match=r"4 channels.*3 keypoints.*heatmaps \[N,4,16,12\]"):
+        check_spec(m.path, bad, _image())
