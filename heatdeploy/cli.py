@@ -194,7 +194,8 @@ def export(
     export_bundle(model, out, weights=weights, spec_path=spec, opset=opset_used)
     if precision == "int8" and format != "openvino":
         add_int8(out, calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
-                 activation_type=profile.activation_type if profile is not None else "auto")
+                 activation_type=profile.activation_type if profile is not None else "auto",
+                 symmetric_activations=format == "tensorrt")  # TensorRT INT8 is symmetric
     if format == "openvino":
         from heatdeploy.exporters.openvino import add_openvino_artifact, summary_line
 
@@ -212,14 +213,16 @@ def export(
 
 
 def add_int8(bundle: Path, calib: str | None, *, method: str = "minmax", calib_size: int | None = None,
-             seed: int = 0, keep_fp32: str = "auto", activation_type: str = "auto") -> Any:
+             seed: int = 0, keep_fp32: str = "auto", activation_type: str = "auto",
+             symmetric_activations: bool = False) -> Any:
     """Calibrate and add the ORT INT8 artifact; print what stayed FP32 and what runs INT8."""
     from heatdeploy.calibration.artifact import add_onnx_int8
 
     keep: str | list[str] = keep_fp32 if keep_fp32 in ("auto", "base", "none") else keep_fp32.split(",")
     with console.status(f"calibrating INT8 ({method}) on {calib}"):
         art, report = add_onnx_int8(bundle, calib or "synthetic", method=method, calib_size=calib_size,
-                                    seed=seed, keep_fp32=keep, activation_type=activation_type)
+                                    seed=seed, keep_fp32=keep, activation_type=activation_type,
+                                    symmetric_activations=symmetric_activations)
     console.print(f"INT8 artifact {art.name}: {report.summary()}", highlight=False)
     return report
 
@@ -233,12 +236,15 @@ def calibrate(
     calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N samples")] = None,
     seed: Annotated[int, typer.Option(help="subset seed")] = 0,
     keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",
+    symmetric: Annotated[bool, typer.Option(help="symmetric activations (needed for TensorRT; asymmetric runs "
+                                                 "faster and closer to FP32 on ORT CPU)")] = False,
 ) -> None:
     """Calibrate INT8 for a bundle: writes model.int8.onnx, calibration.json and calibration.cache into it.
 
     Example: heatdeploy calibrate bundle/ --data images/ --calib-size 300
     """
-    add_int8(model, data, method=method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32)
+    add_int8(model, data, method=method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
+             symmetric_activations=symmetric)
 
 
 # --- run ---------------------------------------------------------------------------------------------
