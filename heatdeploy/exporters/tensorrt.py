@@ -471,7 +471,8 @@ def tensorrt_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
         zp = numpy_helper.to_array(t)
         if not np.all(zp == 128):
             raise TensorRTError(f"QDQ model: zero point {t.name!r} = {zp.ravel()[:4].tolist()} is asymmetric uint8; "
-                                "TensorRT INT8 is symmetric — quantize with activation_type='int8' (symmetric)")
+                                "TensorRT INT8 is symmetric — re-export with --format tensorrt, or run "
+                                "'heatdeploy calibrate BUNDLE --symmetric'")
         t.CopyFrom(numpy_helper.from_array(np.zeros(zp.shape, np.int8), t.name))
         converted += 1
     if converted:
