@@ -113,7 +113,7 @@ def test_asymmetric_qdq_is_refused(work: dict[str, Any]) -> None:
         if t.name in zp_names:
             t.CopyFrom(numpy_helper.from_array(np.array(100, np.uint8), t.name))
             break
-        with pytest.raises(TensorRTError, match="asymmetric uint8.*--symmetric"):
+    with pytest.raises(TensorRTError, match="asymmetric uint8.*--symmetric"):
         tensorrt_qdq(model)
 
 
