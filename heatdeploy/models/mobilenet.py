@@ -539,6 +539,7 @@ def train_mobilenet(out: str | Path, steps: int = 700, *, cfg: MobileTrainConfig
     validation history).
     """
     from heatdeploy.fsutil import atomic_path, atomic_write_text
+    from heatdeploy.models.train import warmup_cosine
 
     cfg = replace(cfg or MobileTrainConfig(), steps=steps)
     torch.manual_seed(cfg.seed)
@@ -547,13 +548,7 @@ def train_mobilenet(out: str | Path, steps: int = 700, *, cfg: MobileTrainConfig
     model = MobilePoseNet()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     loader = torch.utils.data.DataLoader(_MixedBatches(spec, cfg), batch_size=None, shuffle=False,
                                          num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None)
     t0 = time.time()

@@ -63,6 +63,18 @@ class _Batches(torch.utils.data.Dataset):
                 torch.from_numpy(present.astype(np.float32)))
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to 2% of the base learning rate."""
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, steps - warmup)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -106,13 +118,7 @@ def train_reference(out: Path, cfg: TrainConfig, log=print) -> dict:
     model = ReferencePoseNet(spec.num_keypoints).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     loader = torch.utils.data.DataLoader(_Batches(spec, cfg.seed, cfg.batch, cfg.steps), batch_size=None,
                                          shuffle=False, num_workers=workers,
                                          persistent_workers=False, prefetch_factor=4 if workers else None)
