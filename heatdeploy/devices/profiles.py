@@ -11,16 +11,12 @@ Only the standard library is imported here: ``heatdeploy devices`` must work on 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10
-    import tomli as tomllib
+from heatdeploy.fsutil import read_toml
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 SCHEMA_VERSION = 1
@@ -253,14 +249,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     if not path.is_file():
         raise DeviceProfileError(f"{text}: no such device profile; packaged profiles: {', '.join(list_profiles())}"
                                  " (or pass a path to a .toml file)")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DeviceProfileError(f"{path}: cannot read profile ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise DeviceProfileError(f"{path}: not a text file; a device profile is TOML") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise DeviceProfileError(f"{path}: not valid TOML ({exc})") from None
+    doc = read_toml(path, "device profile", DeviceProfileError)
     stem = path.stem if path.parent.resolve() == PROFILE_DIR.resolve() else None
     return profile_from_document(doc, str(path), stem)
 

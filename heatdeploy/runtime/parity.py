@@ -26,17 +26,12 @@ import numpy as np
 
 from heatdeploy import __version__
 from heatdeploy.bundle import Bundle
-from heatdeploy.fsutil import atomic_write_text
+from heatdeploy.fsutil import atomic_write_text, read_toml
 from heatdeploy.runtime.decode import HeatmapCodec, argmax_2d, select_heatmaps
 from heatdeploy.runtime.metrics import diagonal, displacement, pck
 from heatdeploy.runtime.pipeline import Pipeline
 from heatdeploy.runtime.preprocess import load_image, map_to_image
 from heatdeploy.spec import ModelSpec
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 PROFILES = ("strict", "default", "loose")
 TOLERANCE_DIR = Path(__file__).parent / "tolerances"
@@ -121,14 +116,7 @@ def _load_tolerance(profile: str | Path, depth: int) -> Tolerance:
                                      "or a TOML file path")
             raise ToleranceError(f"{path}: no such tolerance file; choose {', '.join(PROFILES)} or an "
                                  "existing TOML file")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ToleranceError(f"{path}: cannot read tolerance file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise ToleranceError(f"{path}: not a text file; a tolerance profile is TOML") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ToleranceError(f"{path}: not valid TOML ({exc})") from None
+    doc = read_toml(path, "tolerance profile", ToleranceError)
     return _parse_tolerance(doc, path, depth)
 
 
