@@ -31,7 +31,9 @@ def evaluate(pipe: Pipeline, data: LabelledSet, batch_size: int = 16, alpha: flo
     pred = predict_files(pipe, data.files, batch_size, advance)
     if not np.array_equal(pred.image_sizes, data.image_sizes):
         raise ValueError(f"{data.root}: image sizes on disk differ from labels.json; regenerate the split")
-    report = keypoint_report(pred.keypoints, pred.present, data.keypoints, data.present, data.visible,
-                             data.image_sizes, alpha)
+    kps, present = pred.keypoints, pred.present
+    if pred.instance_scores is not None:  # one labelled figure per image: score the best instance (slot 0)
+        kps, present = kps[:, 0], present[:, 0]
+    report = keypoint_report(kps, present, data.keypoints, data.present, data.visible, data.image_sizes, alpha)
     report["images"] = len(data.files)
     return pred, report

@@ -22,6 +22,8 @@ Activation = Literal["logits", "probabilities"]
 ExistencePer = Literal["keypoint", "instance"]
 Align = Literal["center", "udp"]
 DecoderName = Literal["argmax", "quarter", "dark", "soft_argmax"]
+CoordUnits = Literal["pixels", "normalized"]
+HeadKind = Literal["heatmap", "simcc", "centers", "landmarks"]
 
 
 class SpecError(ValueError):
@@ -107,6 +109,77 @@ class ExistenceSpec:
 
 
 @dataclass(frozen=True)
+class SimCCSpec:
+    """SimCC head (RTMPose): x and y each classified over ``size * split_ratio`` bins, ``[N,K,L]`` per axis."""
+
+    x_name: str = "simcc_x"
+    y_name: str = "simcc_y"
+    split_ratio: float = 2.0  # bins per input pixel
+    activation: Activation = "logits"  # logits: 1-D Taylor step on the logits; probabilities: on their log
+    refine: bool = True  # sub-bin Taylor refinement (SimCC's own resolution is 1 / split_ratio px)
+
+    def validate(self) -> None:
+        _positive("simcc.split_ratio", self.split_ratio)
+        _choice("simcc.activation", self.activation, ("logits", "probabilities"))
+        if self.x_name == self.y_name:
+            raise SpecError("simcc.y_name: must differ from simcc.x_name (one output per axis)")
+
+
+@dataclass(frozen=True)
+class CentersSpec:
+    """Multi-instance centre heatmap (CenterNet-style): local maxima are instances, offsets place keypoints."""
+
+    name: str = "centers"  # [N,1,h,w] (or NHWC [N,h,w,1]) centre heatmap
+    offsets: str = "offsets"  # [N,2K,h,w]: (dx, dy) per keypoint from the centre pixel, heatmap px, x0,y0,x1,...
+    layout: Layout = "NCHW"
+    stride: int = 4
+    activation: Activation = "logits"
+    max_instances: int = 20  # top-k centres kept per image
+    threshold: float = 0.3  # centre probability for an instance
+    pool_kernel: int = 3  # local-maximum window (CenterNet's max-pool NMS)
+    nms_distance: float = 1.0  # heatmap px: drop an instance whose mean keypoint distance to a better one is below
+    snap_distance: float = 0.0  # heatmap px: move regressed keypoints onto keypoint-heatmap peaks within it (0: off)
+
+    def validate(self) -> None:
+        _choice("centers.layout", self.layout, ("NCHW", "NHWC"))
+        _choice("centers.activation", self.activation, ("logits", "probabilities"))
+        _positive("centers.stride", self.stride)
+        _positive("centers.max_instances", self.max_instances)
+        if not 0.0 <= self.threshold < 1.0:
+            raise SpecError(f"centers.threshold: expected 0 <= t < 1, got {self.threshold}")
+        if self.pool_kernel < 1 or self.pool_kernel % 2 == 0:
+            raise SpecError(f"centers.pool_kernel: expected an odd size >= 1, got {self.pool_kernel}")
+        if self.nms_distance < 0 or self.snap_distance < 0:
+            raise SpecError("centers.nms_distance / snap_distance: expected >= 0")
+        if self.offsets == self.name:
+            raise SpecError("centers.offsets: must differ from centers.name (separate tensors)")
+
+
+@dataclass(frozen=True)
+class LandmarksSpec:
+    """A flat regressed vector ``[N, K*F]`` (keypoint-major, e.g. BlazePose's x, y, z, visibility, presence).
+
+    The regressed (x, y) are the coordinates; a heatmap, when the spec has one, refines them by its weighted
+    mean around the regressed point (MediaPipe's RefineLandmarksFromHeatmap) instead of replacing them.
+    """
+
+    name: str = "landmarks"
+    fields: tuple[str, ...] = ("x", "y", "z", "visibility", "presence")
+    coords: CoordUnits = "pixels"  # pixels: model-input px; normalized: [0, 1] of the input width / height
+    refine_kernel: int = 7  # heatmap px window of the weighted mean; 0: no refinement
+    refine_min_score: float = 0.5  # refine only where the window's best heatmap probability reaches this
+
+    def validate(self) -> None:
+        _choice("landmarks.coords", self.coords, ("pixels", "normalized"))
+        if "x" not in self.fields or "y" not in self.fields:
+            raise SpecError(f"landmarks.fields: must name 'x' and 'y', got {list(self.fields)}")
+        if len(set(self.fields)) != len(self.fields):
+            raise SpecError(f"landmarks.fields: names must be unique, got {list(self.fields)}")
+        if self.refine_kernel < 0 or (self.refine_kernel and self.refine_kernel % 2 == 0):
+            raise SpecError(f"landmarks.refine_kernel: expected 0 or an odd size, got {self.refine_kernel}")
+
+
+@dataclass(frozen=True)
 class DecoderSpec:
     """Which decoder turns heatmaps into coordinates, and its settings."""
 
@@ -135,9 +208,12 @@ class ModelSpec:
 
     keypoints: tuple[str, ...]
     input: InputSpec = field(default_factory=InputSpec)
-    heatmap: HeatmapSpec = field(default_factory=HeatmapSpec)
+    heatmap: HeatmapSpec | None = field(default_factory=HeatmapSpec)  # None: a SimCC or pure-regression model
     existence: ExistenceSpec | None = field(default_factory=ExistenceSpec)
     decoder: DecoderSpec = field(default_factory=DecoderSpec)
+    simcc: SimCCSpec | None = None
+    centers: CentersSpec | None = None
+    landmarks: LandmarksSpec | None = None
     skeleton: tuple[tuple[int, int], ...] = ()
     name: str = "model"
     schema_version: int = SCHEMA_VERSION
@@ -147,17 +223,57 @@ class ModelSpec:
         return len(self.keypoints)
 
     @property
+    def head(self) -> HeadKind:
+        """Which decoder family the spec selects: the localisation head the coordinates come from."""
+        if self.simcc is not None:
+            return "simcc"
+        if self.centers is not None:
+            return "centers"
+        if self.landmarks is not None:
+            return "landmarks"
+        return "heatmap"
+
+    @property
+    def multi_instance(self) -> bool:
+        """Centre heads find any number of instances per image: outputs carry an instance axis ``[N,M,K]``."""
+        return self.centers is not None
+
+    @property
     def heatmap_size(self) -> tuple[int, int]:
-        """(h, w) of the heatmap for this input size and stride."""
+        """(h, w) of the keypoint heatmap for this input size and stride."""
+        if self.heatmap is None:
+            raise SpecError("heatmap: this spec has no heatmap output")
         s = self.heatmap.stride
         return self.input.height // s, self.input.width // s
 
     @property
+    def centers_size(self) -> tuple[int, int]:
+        """(h, w) of the centre heatmap."""
+        if self.centers is None:
+            raise SpecError("centers: this spec has no centre heatmap")
+        s = self.centers.stride
+        return self.input.height // s, self.input.width // s
+
+    @property
     def output_names(self) -> tuple[str, ...]:
-        names = [self.heatmap.name]
+        """Every output the decoder reads, primary localisation tensor first."""
+        names: list[str] = []
+        if self.simcc is not None:
+            names += [self.simcc.x_name, self.simcc.y_name]
+        if self.centers is not None:
+            names += [self.centers.name, self.centers.offsets]
+        if self.landmarks is not None:
+            names.append(self.landmarks.name)
+        if self.heatmap is not None:
+            names.append(self.heatmap.name)
         if self.existence is not None:
             names.append(self.existence.name)
         return tuple(names)
+
+    @property
+    def primary_output(self) -> str:
+        """The tensor whose error histogram parity reports (the keypoint heatmap when there is one)."""
+        return self.heatmap.name if self.heatmap is not None else self.output_names[0]
 
     def validate(self) -> ModelSpec:
         if self.schema_version != SCHEMA_VERSION:
@@ -170,22 +286,39 @@ class ModelSpec:
         if len(set(self.keypoints)) != len(self.keypoints):
             raise SpecError("keypoints: names must be unique")
         self.input.validate()
-        self.heatmap.validate()
-        if self.existence is not None:
-            self.existence.validate()
-            if self.existence.name == self.heatmap.name:
-                raise SpecError("existence.name: must differ from heatmap.name (separate tensors)")
+        self._validate_heads()
         self.decoder.validate()
         k = self.num_keypoints
         for i, edge in enumerate(self.skeleton):
             if len(edge) != 2 or not all(isinstance(j, int) and 0 <= j < k for j in edge):
                 raise SpecError(f"skeleton[{i}]: expected two keypoint indices in [0, {k}), got {edge!r}")
-        if self.heatmap.channels is not None and len(self.heatmap.channels) != k:
+        if self.heatmap is not None and self.heatmap.channels is not None and len(self.heatmap.channels) != k:
             raise SpecError(
                 f"heatmap.channels: selects {len(self.heatmap.channels)} channels but the spec has "
                 f"{k} keypoints"
             )
         return self
+
+    def _validate_heads(self) -> None:
+        """Each section alone, then how they combine: one localisation head, every tensor named once."""
+        for sub in (self.heatmap, self.existence, self.simcc, self.centers, self.landmarks):
+            if sub is not None:
+                sub.validate()
+        if self.simcc is not None and (self.centers is not None or self.landmarks is not None):
+            raise SpecError("simcc: a SimCC head cannot be combined with centers or landmarks; keep one head")
+        if self.simcc is not None and self.heatmap is not None:
+            raise SpecError("heatmap: a SimCC model has no heatmap output; set heatmap to null")
+        if self.centers is not None and self.landmarks is not None:
+            raise SpecError("landmarks: multi-instance centre heads place keypoints by offsets; drop landmarks")
+        if self.heatmap is None and self.simcc is None and self.centers is None and self.landmarks is None:
+            raise SpecError("heatmap: the spec has no localisation head; set heatmap (or simcc, centers, landmarks)")
+        if self.centers is not None and self.existence is not None:
+            raise SpecError("existence: a centre head's instance score is its existence; set existence to null")
+        names = self.output_names
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SpecError(f"output names: {', '.join(map(repr, dup))} used for more than one head "
+                            "(heatmap, existence, simcc, centers and landmarks are separate tensors)")
 
     # --- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -204,13 +337,13 @@ class ModelSpec:
             spec = cls(
                 keypoints=tuple(_require(data, "keypoints", source)),
                 input=_sub(InputSpec, data.get("input", {}), "input"),
-                heatmap=_sub(HeatmapSpec, data.get("heatmap", {}), "heatmap"),
-                existence=(
-                    None
-                    if data.get("existence") is None
-                    else _sub(ExistenceSpec, data["existence"], "existence")
-                ),
+                heatmap=(None if "heatmap" in data and data["heatmap"] is None
+                         else _sub(HeatmapSpec, data.get("heatmap", {}), "heatmap")),
+                existence=_optional(ExistenceSpec, data, "existence"),
                 decoder=_sub(DecoderSpec, data.get("decoder", {}), "decoder"),
+                simcc=_optional(SimCCSpec, data, "simcc"),
+                centers=_optional(CentersSpec, data, "centers"),
+                landmarks=_optional(LandmarksSpec, data, "landmarks"),
                 skeleton=tuple(tuple(e) for e in data.get("skeleton", ())),
                 name=str(data.get("name", "model")),
                 schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
@@ -255,6 +388,11 @@ def _reject_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise SpecError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def _optional(cls: type, data: dict[str, Any], key: str) -> Any:
+    """A section that may be absent or null."""
+    return None if data.get(key) is None else _sub(cls, data[key], key)
 
 
 def _sub(cls: type, data: Any, where: str) -> Any:

@@ -20,11 +20,14 @@ import numpy as np
 
 from heatdeploy.spec import (
     Activation,
+    CentersSpec,
     ExistenceSpec,
     HeatmapSpec,
     InputSpec,
+    LandmarksSpec,
     Layout,
     ModelSpec,
+    SimCCSpec,
     SpecError,
 )
 
@@ -205,38 +208,21 @@ def _existence_shape(out: _Out, k: int) -> str | None:
     return None
 
 
-def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None,
-               seed: int = 0) -> tuple[ModelSpec, list[str]]:
-    """Propose a ModelSpec for an ONNX model, with one note per guess saying why it was made.
+@dataclass(frozen=True)
+class _Head:
+    """The localisation head infer_spec settled on, and the outputs it reads."""
 
-    Shapes come from the graph (shape inference when dims are missing, then one probe run); logits vs
-    probabilities from the value range of a few random forward passes. ``keypoint_names`` fixes K — needed
-    when a heatmap tensor also holds background / PAF channels — and names the keypoints (default kp0..).
-    Raises SpecError naming the graph's inputs and outputs when nothing heatmap-like is found.
-    """
-    from heatdeploy.exporters.onnx import graph_inputs, load_model_proto, value_dims
+    k: int
+    used: tuple[str, ...]
+    heatmap: HeatmapSpec | None = None
+    simcc: SimCCSpec | None = None
+    centers: CentersSpec | None = None
+    landmarks: LandmarksSpec | None = None
 
-    path = Path(path)
-    if keypoint_names is not None:
-        keypoint_names = [n.strip() for n in keypoint_names if n.strip()]
-        if not keypoint_names:
-            raise SpecError("keypoint names: the list is empty; pass names like nose,left_eye,right_eye")
-    proto = _with_shapes(load_model_proto(path))
-    notes: list[str] = []
 
-    inputs = graph_inputs(proto)
-    if not inputs:
-        raise SpecError(f"{path}: the graph has no inputs ({_graph_summary(proto)})")
-    image_inputs = [v for v in inputs if (value_dims(v) or []) and len(value_dims(v) or []) == 4]
-    if not image_inputs:
-        raise SpecError(f"{path}: no 4-D image input found ({_graph_summary(proto)})")
-    inp = image_inputs[0]
-    in_dims = value_dims(inp) or []
-    layout, h, w, c = _input_layout(in_dims, inp.name, notes)
-
-    probe = _probe(path, proto, inp.name, in_dims, seed, _SAMPLES)
-    outs = _outputs(proto, probe)
-
+def _heatmap_head(path: Path, proto: onnx.ModelProto, probe: dict[str, list[np.ndarray]], outs: list[_Out],
+                  h: int, w: int, layout: Layout, keypoint_names: list[str] | None, notes: list[str]) -> _Head:
+    """Pick the keypoint heatmap among 4-D outputs, K and the keypoint channels, and its activation."""
     cands = [cand for o in outs for cand in _heatmap_candidates(o, h, w)]
     if not cands:
         raise SpecError(f"{path}: no heatmap-like output (4-D NCHW [N,K,h,w] or NHWC [N,h,w,K] whose h,w divide "
@@ -300,9 +286,124 @@ def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None,
                  f"stride {hm.stride} (input {h}x{w} / heatmap {h // hm.stride}x{w // hm.stride}); "
                  f"activation {act}: {why}")
 
+    return _Head(k=k, used=(hm.out.name,), heatmap=HeatmapSpec(name=hm.out.name, layout=hm.layout,
+                                                             stride=hm.stride, activation=act, channels=channels))
+
+
+def _simcc_head(outs: list[_Out], h: int, w: int, names: list[str] | None, notes: list[str]) -> _Head | None:
+    """Two 3-D outputs [N,K,W*r] and [N,K,H*r] with one split ratio r: a SimCC head."""
+    three = [o for o in outs if len(o.dims) == 3 and o.dims[2] > 1]
+    for ox in three:
+        for oy in three:
+            if ox is oy or ox.dims[1] != oy.dims[1] or (names is not None and ox.dims[1] != len(names)):
+                continue
+            r = ox.dims[2] / w
+            if r <= 0 or abs(oy.dims[2] - h * r) > 0.5 or round(w * r) != ox.dims[2]:
+                continue
+            k = ox.dims[1]
+            act, why = _activation(np.concatenate([ox.values, oy.values]))
+            notes.append(f"SimCC head: {ox.name!r} {ox.shown} classifies x over {ox.dims[2]} bins and {oy.name!r} "
+                         f"{oy.shown} y over {oy.dims[2]} for input {w}x{h}: split ratio {r:g}, K = {k}; "
+                         f"activation {act}: {why}")
+            return _Head(k=k, used=(ox.name, oy.name),
+                         simcc=SimCCSpec(x_name=ox.name, y_name=oy.name, split_ratio=float(r), activation=act))
+    return None
+
+
+def _centre_head(outs: list[_Out], h: int, w: int, names: list[str] | None, notes: list[str]) -> _Head | None:
+    """A 1-channel map next to a 2K-channel map of the same size: centres and keypoint offsets (CenterNet)."""
+    maps = [c for o in outs for c in _heatmap_candidates(o, h, w)]
+    for centre in (c for c in maps if c.channels == 1):
+        offsets = [c for c in maps if c.out is not centre.out and c.layout == centre.layout
+                   and c.stride == centre.stride and c.channels % 2 == 0 and c.channels >= 2
+                   and (names is None or c.channels == 2 * len(names))]
+        if not offsets:
+            continue
+        off = offsets[0]
+        k = off.channels // 2
+        act, why = _heatmap_activation(centre.out.values)
+        kp = [c for c in maps if c.channels == k and c.layout == centre.layout and c.out not in (centre.out, off.out)]
+        used = [centre.out.name, off.out.name]
+        heatmap = None
+        if kp:
+            kact, _ = _heatmap_activation(kp[0].out.values)
+            heatmap = HeatmapSpec(name=kp[0].out.name, layout=kp[0].layout, stride=kp[0].stride, activation=kact)
+            used.append(kp[0].out.name)
+        notes.append(f"centre head: {centre.out.name!r} {centre.out.shown} (1 channel, stride {centre.stride}) with "
+                     f"{off.out.name!r} {off.out.shown} ({off.channels} channels = (dx, dy) for K = {k}); "
+                     f"activation {act}: {why}; multi-instance decoding (3x3 local maxima, top "
+                     f"{CentersSpec.max_instances}, threshold {CentersSpec.threshold})"
+                     + (f"; keypoint heatmaps {kp[0].out.name!r} refine the offsets (centers.snap_distance)"
+                        if kp else ""))
+        centers = CentersSpec(name=centre.out.name, offsets=off.out.name, layout=centre.layout,
+                              stride=centre.stride, activation=act, snap_distance=2.0 if kp else 0.0)
+        return _Head(k=k, used=tuple(used), heatmap=heatmap, centers=centers)
+    return None
+
+
+_LANDMARK_FIELDS = {2: ("x", "y"), 3: ("x", "y", "z"), 4: ("x", "y", "z", "visibility"),
+                    5: ("x", "y", "z", "visibility", "presence")}
+
+
+def _with_landmarks(head: _Head, outs: list[_Out], h: int, w: int, notes: list[str]) -> _Head:
+    """A flat [N, K*F] output (F = 2..5 values per keypoint) next to the heatmap: regressed landmarks."""
+    for o in outs:
+        if o.name in head.used or len(o.dims) != 2 or o.dims[1] % head.k or o.dims[1] // head.k not in _LANDMARK_FIELDS:
+            continue
+        f = o.dims[1] // head.k
+        fields = _LANDMARK_FIELDS[f]
+        xy = o.values.reshape(-1, head.k, f)[..., :2] if o.values.size else np.zeros((0, 2))
+        coords = "normalized" if xy.size and float(np.abs(xy).max()) <= 1.5 else "pixels"
+        notes.append(f"landmarks {o.name!r} {o.shown}: {f} values per keypoint read as {', '.join(fields)} "
+                     f"(check landmarks.fields); x, y judged {coords} from their range; the heatmap refines the "
+                     "regressed point (weighted mean in a 7x7 window) instead of replacing it")
+        return _Head(k=head.k, used=(*head.used, o.name), heatmap=head.heatmap,
+                     landmarks=LandmarksSpec(name=o.name, fields=fields, coords=coords))  # type: ignore[arg-type]
+    return head
+
+
+def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None,
+               seed: int = 0) -> tuple[ModelSpec, list[str]]:
+    """Propose a ModelSpec for an ONNX model, with one note per guess saying why it was made.
+
+    Shapes come from the graph (shape inference when dims are missing, then one probe run); logits vs
+    probabilities from the value range of a few random forward passes. ``keypoint_names`` fixes K — needed
+    when a heatmap tensor also holds background / PAF channels — and names the keypoints (default kp0..).
+    Raises SpecError naming the graph's inputs and outputs when nothing heatmap-like is found.
+    """
+    from heatdeploy.exporters.onnx import graph_inputs, load_model_proto, value_dims
+
+    path = Path(path)
+    if keypoint_names is not None:
+        keypoint_names = [n.strip() for n in keypoint_names if n.strip()]
+        if not keypoint_names:
+            raise SpecError("keypoint names: the list is empty; pass names like nose,left_eye,right_eye")
+    proto = _with_shapes(load_model_proto(path))
+    notes: list[str] = []
+
+    inputs = graph_inputs(proto)
+    if not inputs:
+        raise SpecError(f"{path}: the graph has no inputs ({_graph_summary(proto)})")
+    image_inputs = [v for v in inputs if (value_dims(v) or []) and len(value_dims(v) or []) == 4]
+    if not image_inputs:
+        raise SpecError(f"{path}: no 4-D image input found ({_graph_summary(proto)})")
+    inp = image_inputs[0]
+    in_dims = value_dims(inp) or []
+    layout, h, w, c = _input_layout(in_dims, inp.name, notes)
+
+    probe = _probe(path, proto, inp.name, in_dims, seed, _SAMPLES)
+    outs = _outputs(proto, probe)
+
+    head = _simcc_head(outs, h, w, keypoint_names, notes) or _centre_head(outs, h, w, keypoint_names, notes)
+    if head is None:
+        head = _heatmap_head(path, proto, probe, outs, h, w, layout, keypoint_names, notes)
+        head = _with_landmarks(head, outs, h, w, notes)
+    k, used = head.k, set(head.used)
+    non_hm = [o for o in outs if o.name not in used]
+
     # existence: prefer a per-keypoint head over a per-instance one; everything else is ignored
     existence: ExistenceSpec | None = None
-    ex_cands = [(o, per) for o in non_hm if (per := _existence_shape(o, k)) is not None]
+    ex_cands = [(o, per) for o in non_hm if head.centers is None and (per := _existence_shape(o, k)) is not None]
     ex_cands.sort(key=lambda t: 0 if t[1] == "keypoint" else 1)
     if ex_cands:
         o, per = ex_cands[0]
@@ -311,9 +412,10 @@ def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None,
         amb = " (K = 1, so per keypoint and per instance mean the same)" if k == 1 else ""
         notes.append(f"existence {o.name!r} {o.shown}: per {per}{amb}; activation {eact}: {ewhy}")
     else:
-        notes.append("no existence output ([N,K], [N,K,1] or [N,1]); presence comes from the heatmap peak "
-                     "score vs decoder.score_threshold")
-    used = {hm.out.name} | ({existence.name} if existence else set())
+        notes.append("no existence output ([N,K], [N,K,1] or [N,1]); presence comes from the "
+                     + ("centre score" if head.centers is not None else
+                        "peak score vs decoder.score_threshold"))
+    used |= {existence.name} if existence else set()
     for o in outs:
         if o.name not in used:
             notes.append(f"output {o.name!r} {o.shown} is ignored by the decoder")
@@ -327,9 +429,11 @@ def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None,
     spec = ModelSpec(
         keypoints=names,
         input=InputSpec(name=inp.name, layout=layout, height=h, width=w, channels=c, mean=mean, std=std),
-        heatmap=HeatmapSpec(name=hm.out.name, layout=hm.layout, stride=hm.stride, activation=act,
-                            channels=channels),
+        heatmap=head.heatmap,
         existence=existence,
+        simcc=head.simcc,
+        centers=head.centers,
+        landmarks=head.landmarks,
         name=path.stem,
     ).validate()
     return spec, notes
@@ -352,9 +456,11 @@ def check_spec(path: str | Path, spec: ModelSpec, image: np.ndarray | None = Non
         check_spec_against_graph(proto, spec)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
+    hs = spec.heatmap
+    head = (f"heatmap {hs.name!r} {hs.layout} stride {hs.stride}" if hs is not None and spec.head == "heatmap"
+            else f"{spec.head} head ({', '.join(spec.output_names)})")
     notes = [f"spec matches the graph: input {spec.input.name!r} {spec.input.layout} {spec.input.height}x"
-             f"{spec.input.width}, heatmap {spec.heatmap.name!r} {spec.heatmap.layout} stride {spec.heatmap.stride}"
-             f", {spec.num_keypoints} keypoints"
+             f"{spec.input.width}, {head}, {spec.num_keypoints} keypoints"
              + (f", existence {spec.existence.name!r} per {spec.existence.per}" if spec.existence else "")]
     if image is None:
         return notes

@@ -229,12 +229,10 @@ class KeypointValidator:
 
     def __init__(self, spec: ModelSpec, data: Any, fp32_model: ov.Model, *, alpha: float = 0.05,
                  batch_size: int = 8) -> None:
-        from heatdeploy.runtime.decode import HeatmapCodec
         from heatdeploy.runtime.metrics import diagonal
         from heatdeploy.runtime.preprocess import Preprocessor
 
         self.spec, self.alpha, self.batch_size = spec, float(alpha), int(batch_size)
-        self.codec = HeatmapCodec(spec)
         pre = Preprocessor(spec.input)
         tensors, transforms, sizes = [], [], []
         n = len(data)
@@ -287,7 +285,7 @@ class KeypointValidator:
             chunk = idx[start:start + self.batch_size]
             res = request.infer({input_name: self.tensors[chunk]})
             outputs = {n: np.asarray(res[compiled.output(n)]) for n in names}
-            parts.append(decode_keypoints(self.codec, self.spec, outputs, self.transforms[chunk]))
+            parts.append(decode_keypoints(self.spec, outputs, self.transforms[chunk]))
         return KeypointSet.concat(parts)
 
     def per_item(self, compiled: ov.CompiledModel, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from heatdeploy.calibration.session import int8_session
-from heatdeploy.runtime.decode import HeatmapCodec, select_heatmaps
 from heatdeploy.spec import ModelSpec
 
 Outputs = list[dict[str, np.ndarray]]
@@ -46,17 +45,21 @@ def run_model(path: Path, input_name: str, batches: Sequence[np.ndarray],
 
 
 def keypoint_agreement(spec: ModelSpec, reference: Outputs, candidate: Outputs) -> Agreement:
-    """Decode both with the runtime codec and compare coordinates (heatmap px) and presence."""
-    codec = HeatmapCodec(spec)
-    ex_name = spec.existence.name if spec.existence is not None else None
+    """Decode both with the runtime's decoder and compare coordinates (grid px) and presence."""
+    from heatdeploy.runtime.parity import decode_keypoints, pair_instances
+
     dists: list[np.ndarray] = []
     flips = total = 0
     for ref, cand in zip(reference, candidate, strict=True):
-        a = codec.decode(select_heatmaps(ref[spec.heatmap.name], spec), ref.get(ex_name) if ex_name else None)
-        b = codec.decode(select_heatmaps(cand[spec.heatmap.name], spec),
-                         cand.get(ex_name) if ex_name else None)
+        n = len(next(iter(ref.values())))
+        eye = np.broadcast_to(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (n, 2, 3))
+        a, b = decode_keypoints(spec, ref, eye), decode_keypoints(spec, cand, eye)
+        paired = np.ones(len(a.present), bool)
+        if spec.multi_instance:
+            a, b, _ = pair_instances(a, b)
+            paired = a.present.any(axis=1) & b.present.any(axis=1)
         # Keypoints FP32 reports (present, with a real peak): elsewhere the argmax of a flat map is noise.
-        mask = a.present & (a.scores >= spec.decoder.score_threshold)
+        mask = a.present & (a.scores >= spec.decoder.score_threshold) & paired[:, None]
         if not mask.any():
             mask = np.ones_like(a.present)
         d = np.linalg.norm(b.coords_hm.astype(np.float64) - a.coords_hm, axis=-1)

@@ -131,6 +131,33 @@ def graph_inputs(model_proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [v for v in model_proto.graph.input if v.name not in init]
 
 
+def _check_other_heads(spec: ModelSpec, by_out: dict[str, Any], outputs: Any) -> None:
+    """SimCC, centre and landmark outputs: K and sizes the spec implies vs the graph's fixed dims."""
+    k, si = spec.num_keypoints, spec.input
+    want: dict[str, tuple[int | None, ...]] = {}
+    if spec.simcc is not None:
+        r = spec.simcc.split_ratio
+        want[spec.simcc.x_name] = (None, k, round(si.width * r))
+        want[spec.simcc.y_name] = (None, k, round(si.height * r))
+    if spec.centers is not None:
+        c = spec.centers
+        h, w = si.height // c.stride, si.width // c.stride
+        nchw = c.layout == "NCHW"
+        want[c.name] = (None, 1, h, w) if nchw else (None, h, w, 1)
+        want[c.offsets] = (None, 2 * k, h, w) if nchw else (None, h, w, 2 * k)
+    if spec.landmarks is not None:
+        want[spec.landmarks.name] = (None, k * len(spec.landmarks.fields))
+    for name, shape in want.items():
+        dims = value_dims(by_out[name])
+        if dims is None:
+            continue
+        if len(dims) != len(shape) or any(isinstance(g, int) and w is not None and g != w
+                                          for g, w in zip(dims, shape, strict=True)):
+            raise SpecError(f"output {name!r} is {_fmt_shape(dims)} but the spec implies "
+                            f"{_fmt_shape([BATCH_AXIS, *shape[1:]])} ({k} keypoints); the graph outputs are: "
+                            f"{_fmt_values(outputs)}")
+
+
 def check_spec_against_graph(model_proto: onnx.ModelProto, spec: ModelSpec) -> None:
     """Raise SpecError when the spec does not describe this graph, saying what the graph actually has.
 
@@ -164,9 +191,10 @@ def check_spec_against_graph(model_proto: onnx.ModelProto, spec: ModelSpec) -> N
         if name not in by_out:
             raise SpecError(f"spec names output {name!r} but the graph outputs are: {_fmt_values(outputs)}")
 
+    _check_other_heads(spec, by_out, outputs)
     hs = spec.heatmap
-    hdims = value_dims(by_out[hs.name])
-    if hdims is not None:
+    hdims = value_dims(by_out[hs.name]) if hs is not None else None
+    if hs is not None and hdims is not None:
         if len(hdims) != 4:
             raise SpecError(f"heatmap {hs.name!r} must be 4-D ({hs.layout}) but the graph outputs are: "
                             f"{_fmt_values(outputs)}")

@@ -43,6 +43,10 @@ class Decoded:
     scores: np.ndarray  # [N,K] float32 heatmap peak value (after a sigmoid for logit heatmaps)
     presence: np.ndarray  # [N,K] float32 probability that the keypoint exists
     present: np.ndarray  # [N,K] bool: presence >= threshold
+    peaks: np.ndarray | None = None  # [N,K,2] int32: the class (grid cell) each keypoint was put in
+    # Multi-instance heads only: every array above gains an instance axis ([N,M,K,...]) and this is [N,M]
+    # (0 for padding slots, whose present flags are all False).
+    instance_scores: np.ndarray | None = None
 
 
 # --- tensors in, [N,K,h,w] out ---------------------------------------------------------------------
@@ -426,6 +430,7 @@ class HeatmapCodec:
             coords_hm, scores = argmax_2d(raw)
             if logits:
                 scores = _sigmoid(scores)
+        peaks = coords_hm.astype(np.int32)
 
         if name == "quarter":
             coords_hm = refine_quarter(hm, coords_hm)
@@ -448,4 +453,5 @@ class HeatmapCodec:
             scores=scores.astype(np.float32, copy=False),
             presence=presence,
             present=presence >= threshold,
+            peaks=peaks,
         )

@@ -47,6 +47,11 @@ def keypoint_colour(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
 
 
+def instance_skeleton(skeleton: Skeleton, k: int, m: int) -> tuple[tuple[int, int], ...]:
+    """The skeleton of ``m`` instances drawn as one ``[M*K]`` point list."""
+    return tuple((a + r * k, b + r * k) for r in range(m) for a, b in skeleton)
+
+
 def draw_keypoints(
     image_bgr: np.ndarray,
     keypoints: np.ndarray,
@@ -61,7 +66,16 @@ def draw_keypoints(
 
     Edges join present keypoints only; absent-but-predicted ones get a small grey hollow circle with
     an 'x'; with ``names`` each present point is labelled with its name and presence probability.
+    Multi-instance input (``[M, K, 2]``, ``[M, K]``) draws every instance some keypoint of is present.
     """
+    if np.ndim(keypoints) == 3:
+        found = np.asarray(present, bool).any(axis=-1)
+        m, k = int(found.sum()), np.shape(keypoints)[1]
+        skeleton = instance_skeleton(skeleton, k, m)
+        names = None if names is None else list(names) * m
+        scores = None if scores is None else np.asarray(scores)[found].reshape(-1)
+        keypoints, presence, present = (np.asarray(a)[found].reshape(m * k, *np.shape(a)[2:])
+                                        for a in (keypoints, presence, present))
     canvas = to_bgr8(image_bgr).copy()
     kps, prob, flag = _check(keypoints, presence, present)
     finite = np.isfinite(kps).all(axis=1)

@@ -27,7 +27,7 @@ import numpy as np
 from heatdeploy import __version__
 from heatdeploy.bundle import Bundle
 from heatdeploy.fsutil import atomic_write_text, read_toml
-from heatdeploy.runtime.decode import HeatmapCodec, argmax_2d, select_heatmaps
+from heatdeploy.runtime.heads import decode_outputs
 from heatdeploy.runtime.metrics import diagonal, displacement, pck
 from heatdeploy.runtime.pipeline import Pipeline
 from heatdeploy.runtime.preprocess import load_image, map_to_image
@@ -43,6 +43,9 @@ DEFAULT_WORST = 8  # images listed (and drawn) per worst-case list
 _FAR = 1e12
 _INF_FROM = 1e9
 # |candidate - reference| histogram of the heatmap output: half-decade bins from 1e-8 to 10.
+# Multi-instance heads: a candidate instance is the same instance as a reference one when their keypoints lie
+# this close on average (grid px); farther, it counts as one instance lost and one gained.
+MATCH_RADIUS = 4.0
 HIST_EDGES = 10.0 ** np.arange(-8.0, 1.01, 0.5)
 
 
@@ -435,17 +438,91 @@ class KeypointSet:
         return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in names})
 
 
-def decode_keypoints(codec: HeatmapCodec, spec: ModelSpec, outputs: dict[str, np.ndarray],
-                     transforms: np.ndarray) -> KeypointSet:
-    """Raw engine outputs -> keypoints in heatmap, input and image pixels with the runtime's codec."""
-    heatmaps = select_heatmaps(outputs[spec.heatmap.name], spec)
-    existence = outputs.get(spec.existence.name) if spec.existence is not None else None
-    dec = codec.decode(heatmaps, existence)
-    peaks, _ = argmax_2d(heatmaps)
+def decode_keypoints(spec: ModelSpec, outputs: dict[str, np.ndarray], transforms: np.ndarray) -> KeypointSet:
+    """Raw engine outputs -> keypoints in grid, input and image pixels with the runtime's decoder.
+
+    Multi-instance heads give ``[N,M,K,...]`` arrays; :func:`pair_instances` turns two of those into rows.
+    """
+    dec = decode_outputs(spec, outputs)
+    assert dec.peaks is not None
     return KeypointSet(coords_hm=dec.coords_hm, coords_in=dec.coords,
                        coords_img=map_to_image(dec.coords, transforms).astype(np.float32),
                        present=dec.present, presence=dec.presence, scores=dec.scores,
-                       peaks=peaks.astype(np.int32))
+                       peaks=dec.peaks.astype(np.int32))
+
+
+def _take_rows(ks: KeypointSet, img: np.ndarray, slot: np.ndarray) -> KeypointSet:
+    """Rows ``[R,K]`` of a multi-instance set; slot -1 is an instance this side did not find."""
+    have = slot >= 0
+    s = np.where(have, slot, 0)
+
+    def pick(a: np.ndarray, fill: Any) -> np.ndarray:
+        rows = a[img, s]
+        shape = (-1,) + (1,) * (rows.ndim - 1)
+        return np.where(have.reshape(shape), rows, fill).astype(a.dtype)
+
+    return KeypointSet(coords_hm=pick(ks.coords_hm, np.nan), coords_in=pick(ks.coords_in, np.nan),
+                       coords_img=pick(ks.coords_img, np.nan), present=pick(ks.present, False),
+                       presence=pick(ks.presence, 0.0), scores=pick(ks.scores, 0.0), peaks=pick(ks.peaks, -1))
+
+
+def pair_instances(ref: KeypointSet, cand: KeypointSet,
+                   radius: float = MATCH_RADIUS) -> tuple[KeypointSet, KeypointSet, np.ndarray]:
+    """Match candidate instances to reference ones per image -> row sets ``[R,K]`` and each row's image.
+
+    Greedy in the reference's score order (its slots are sorted), vectorised over images: a reference
+    instance takes the nearest unclaimed candidate instance whose mean keypoint distance is within
+    ``radius`` grid px. Unmatched instances on either side become rows the other side lacks, so they count
+    as existence flips; slots empty on both sides are dropped (they would inflate agreement).
+    """
+    n, m = ref.present.shape[:2]
+    valid_r = ref.present.any(axis=-1)
+    valid_c = cand.present.any(axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs: empty slots
+        d = np.linalg.norm(ref.coords_hm[:, :, None] - cand.coords_hm[:, None], axis=-1)  # [N,M,M,K]
+        dist = np.nanmean(d, axis=-1)
+    dist = np.where(valid_r[:, :, None] & valid_c[:, None, :] & np.isfinite(dist), dist, np.inf)
+    match = np.full((n, m), -1, dtype=np.intp)
+    claimed = np.zeros((n, m), dtype=bool)
+    rows = np.arange(n)
+    for i in range(m):  # over instance slots (<= max_instances), every image at once
+        di = np.where(claimed, np.inf, dist[:, i])
+        j = di.argmin(axis=1)
+        ok = di[rows, j] <= radius
+        match[ok, i] = j[ok]
+        claimed[rows[ok], j[ok]] = True
+    ri, rs = np.nonzero(valid_r)
+    ci, cs = np.nonzero(valid_c & ~claimed)
+    img = np.concatenate([ri, ci])
+    ref_slot = np.concatenate([rs, np.full(ci.size, -1)])
+    cand_slot = np.concatenate([match[ri, rs], cs])
+    order = np.argsort(img, kind="stable")
+    img, ref_slot, cand_slot = img[order], ref_slot[order], cand_slot[order]
+    return _take_rows(ref, img, ref_slot), _take_rows(cand, img, cand_slot), img
+
+
+def per_image(cmp: Comparison, row_image: np.ndarray, n: int) -> Comparison:
+    """Fold a comparison over instance rows back to images (worst-image lists, the report's overlays)."""
+    k = cmp.lost.shape[1]
+    dm = cmp.displacement_hm
+    total = np.zeros(n)
+    count = np.zeros(n)
+    peak = np.full(n, np.nan)
+    np.add.at(total, row_image, np.nansum(dm, axis=1))
+    np.add.at(count, row_image, np.isfinite(dm).sum(axis=1) + np.isinf(dm).sum(axis=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.fmax.at(peak, row_image, np.nanmax(dm, axis=1))
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    lost = np.zeros((n, k), dtype=bool)
+    gained = np.zeros((n, k), dtype=bool)
+    np.logical_or.at(lost, row_image, cmp.lost)
+    np.logical_or.at(gained, row_image, cmp.gained)
+    cmp.metrics.images = n
+    return Comparison(metrics=cmp.metrics, per_keypoint=cmp.per_keypoint, mask=cmp.mask,
+                      displacement_hm=cmp.displacement_hm, image_mean_hm=mean, image_max_hm=peak, lost=lost,
+                      gained=gained)
 
 
 @dataclass
@@ -531,10 +608,16 @@ def _share(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def compare_keypoints(ref: KeypointSet, cand: KeypointSet, image_sizes: np.ndarray, names: Sequence[str],
                       truth: Truth | None = None, within_hm_px: Sequence[float] = (1.0, 2.0),
-                      alpha: float = 0.05) -> Comparison:
-    """Keypoint agreement over the keypoints FP32 calls present; existence agreement over all of them."""
+                      alpha: float = 0.05, paired: np.ndarray | None = None) -> Comparison:
+    """Keypoint agreement over the keypoints FP32 calls present; existence agreement over all of them.
+
+    ``paired`` ``[N]`` (multi-instance rows): only rows where both sides found the instance have
+    coordinates to compare; the others count through existence flips alone.
+    """
     n, k = ref.present.shape
     mask = ref.present & np.isfinite(ref.coords_hm).all(axis=-1)
+    if paired is not None:
+        mask &= np.asarray(paired, bool)[:, None]
     d_hm = _finite_distance(ref.coords_hm, cand.coords_hm)
     d_in = _finite_distance(ref.coords_in, cand.coords_in)
     mean_hm, p95_hm, max_hm = _summary(d_hm[mask])
@@ -733,6 +816,7 @@ class ParityDetail:
     heatmap_error_hist: np.ndarray
     heatmap_error_zeros: int
     heatmap_snr_per_image: np.ndarray
+    row_image: np.ndarray | None = None  # multi-instance: the image of each reference/candidate row
 
 
 @dataclass
@@ -883,7 +967,6 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
     spec = ref_pipe.spec
     pdata = data if isinstance(data, ParityData) else load_parity_data(spec, data, limit=limit, seed=seed)
     n = len(pdata)
-    codec = HeatmapCodec(spec)
     accs = {name: _TensorAccumulator(name) for name in spec.output_names}
     refs: list[KeypointSet] = []
     cands: list[KeypointSet] = []
@@ -897,9 +980,9 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
         ref_out = ref_pipe.infer(batch.tensor)
         cand_out = cand_pipe.infer(batch.tensor)
         for name, acc in accs.items():
-            acc.update(ref_out[name], cand_out[name], histogram=name == spec.heatmap.name)
-        refs.append(decode_keypoints(codec, spec, ref_out, batch.transforms))
-        cands.append(decode_keypoints(codec, spec, cand_out, batch.transforms))
+            acc.update(ref_out[name], cand_out[name], histogram=name == spec.primary_output)
+        refs.append(decode_keypoints(spec, ref_out, batch.transforms))
+        cands.append(decode_keypoints(spec, cand_out, batch.transforms))
         sizes.append(batch.image_sizes)
         if progress is not None:
             progress(min(start + batch_size, n), n)
@@ -908,9 +991,16 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
     if pdata.truth is not None and pdata.truth_sizes is not None and not np.array_equal(image_sizes,
                                                                                         pdata.truth_sizes):
         raise ParityError(f"{pdata.source}: image sizes on disk differ from labels.json; regenerate the split")
-    cmp = compare_keypoints(ref_set, cand_set, image_sizes, spec.keypoints, pdata.truth, within, tol.pck_alpha)
+    row_image = None
+    if spec.multi_instance:  # rows are matched instances; labels of single-figure data do not apply
+        ref_set, cand_set, row_image = pair_instances(ref_set, cand_set)
+        paired = ref_set.present.any(axis=1) & cand_set.present.any(axis=1)
+        cmp = per_image(compare_keypoints(ref_set, cand_set, image_sizes[row_image], spec.keypoints, None, within,
+                                          tol.pck_alpha, paired), row_image, n)
+    else:
+        cmp = compare_keypoints(ref_set, cand_set, image_sizes, spec.keypoints, pdata.truth, within, tol.pck_alpha)
     tensors = [acc.result() for acc in accs.values()]
-    hm_acc = accs[spec.heatmap.name]
+    hm_acc = accs[spec.primary_output]
     img_snr = hm_acc.per_image_snr()
     by_disp, by_flips = _worst(cmp, pdata, spec.keypoints, img_snr, worst)
     result = ParityResult(
@@ -922,7 +1012,7 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
         detail=ParityDetail(data=pdata, keypoint_names=spec.keypoints, skeleton=spec.skeleton, reference=ref_set,
                             candidate=cand_set, comparison=cmp, image_sizes=image_sizes,
                             heatmap_error_hist=hm_acc.hist.copy(), heatmap_error_zeros=hm_acc.zeros,
-                            heatmap_snr_per_image=img_snr))
+                            heatmap_snr_per_image=img_snr, row_image=row_image))
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -19,7 +19,7 @@ import numpy as np
 from heatdeploy.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
-    from heatdeploy.runtime.parity import ParityResult, WorstImage
+    from heatdeploy.runtime.parity import ParityDetail, ParityResult, WorstImage
 
 # BGR colours. FP32 green and candidate magenta stay distinguishable for red-green colour blindness.
 REF_COLOUR = (60, 170, 40)
@@ -297,8 +297,7 @@ def _worst_section(result: ParityResult, title: str, items: Sequence[WorstImage]
             shown.append(w.name)
             continue
         image = d.data.load(w.index, w.index + 1)[0]
-        ov = overlay(image, d.reference.coords_img[w.index], d.reference.present[w.index],
-                     d.candidate.coords_img[w.index], d.candidate.present[w.index], d.skeleton)
+        ov = overlay(image, *_image_keypoints(d, w.index))
         cache[w.index] = png_data_uri(ov)
         cap = (f"{_e(w.name)}: mean {_f(w.mean_displacement_hm, 3)} hm px, max {_f(w.max_displacement_hm, 3)}, "
                f"{w.flips} flip(s)")
@@ -400,3 +399,16 @@ def write_html(result: ParityResult, path: str | Path) -> Path:
     path = Path(path)
     atomic_write_text(path, render_html(result))
     return path
+
+
+def _image_keypoints(d: ParityDetail, index: int) -> tuple[Any, Any, Any, Any, tuple[tuple[int, int], ...]]:
+    """Reference and candidate keypoints of one image; multi-instance rows are drawn as one long skeleton."""
+    if d.row_image is None:
+        return (d.reference.coords_img[index], d.reference.present[index], d.candidate.coords_img[index],
+                d.candidate.present[index], d.skeleton)
+    from heatdeploy.runtime.draw import instance_skeleton
+
+    rows = np.flatnonzero(d.row_image == index)
+    edges = instance_skeleton(d.skeleton, d.reference.present.shape[1], rows.size)
+    return (d.reference.coords_img[rows].reshape(-1, 2), d.reference.present[rows].reshape(-1),
+            d.candidate.coords_img[rows].reshape(-1, 2), d.candidate.present[rows].reshape(-1), edges)

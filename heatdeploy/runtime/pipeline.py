@@ -17,7 +17,7 @@ import numpy as np
 
 from heatdeploy.bundle import Artifact, Bundle, BundleError
 from heatdeploy.runtime.backends.base import Backend, BackendError, load_backend
-from heatdeploy.runtime.decode import HeatmapCodec, select_heatmaps
+from heatdeploy.runtime.heads import decode_outputs
 from heatdeploy.runtime.preprocess import Preprocessor, load_image, map_to_image
 from heatdeploy.spec import METADATA_KEY, ModelSpec, SpecError
 
@@ -34,17 +34,25 @@ class Prediction:
     keypoints_input: np.ndarray  # [N,K,2] in model-input pixels
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # raw engine outputs
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # Multi-instance (centre) heads: the arrays above are [N,M,K,...] and this is [N,M] (0: empty slot).
+    instance_scores: np.ndarray | None = None
 
     def to_records(self, names: Sequence[str], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One JSON-ready record per image."""
+        def points(idx: tuple[int, ...]) -> list[dict[str, Any]]:
+            return [{"name": n, "x": round(float(x), 2), "y": round(float(y), 2),
+                     "score": round(float(s), 4), "presence": round(float(p), 4), "present": bool(f)}
+                    for n, (x, y), s, p, f in zip(names, self.keypoints[idx], self.scores[idx], self.presence[idx],
+                                                  self.present[idx], strict=True)]
+
         out = []
         for i in range(len(self.keypoints)):
-            kps = [{"name": n, "x": round(float(x), 2), "y": round(float(y), 2),
-                    "score": round(float(s), 4), "presence": round(float(p), 4), "present": bool(f)}
-                   for n, (x, y), s, p, f in zip(names, self.keypoints[i], self.scores[i], self.presence[i],
-                                                 self.present[i], strict=True)]
-            rec: dict[str, Any] = {"height": int(self.image_sizes[i][0]), "width": int(self.image_sizes[i][1]),
-                                   "keypoints": kps}
+            rec: dict[str, Any] = {"height": int(self.image_sizes[i][0]), "width": int(self.image_sizes[i][1])}
+            if self.instance_scores is None:
+                rec["keypoints"] = points((i,))
+            else:
+                rec["instances"] = [{"score": round(float(self.instance_scores[i, m]), 4), "keypoints": points((i, m))}
+                                    for m in np.flatnonzero(self.present[i].any(axis=-1))]
             if files is not None:
                 rec = {"image": str(files[i]), **rec}
             out.append(rec)
@@ -56,10 +64,11 @@ def _concat(preds: list[Prediction]) -> Prediction:
         return preds[0]
     keys = preds[0].outputs.keys()
     timings = {k: sum(p.timings.get(k, 0.0) for p in preds) for k in preds[0].timings}
+    inst = None if preds[0].instance_scores is None else np.concatenate([p.instance_scores for p in preds])
     return Prediction(*(np.concatenate([getattr(p, f) for p in preds]) for f in
                         ("keypoints", "scores", "presence", "present", "image_sizes", "keypoints_input")),
                       outputs={k: np.concatenate([p.outputs[k] for p in preds]) for k in keys},
-                      timings=timings)
+                      timings=timings, instance_scores=inst)
 
 
 class Pipeline:
@@ -70,7 +79,6 @@ class Pipeline:
         self.backend, self.spec, self.backend_name = backend, spec, backend_name
         self.artifact, self.bundle = artifact, bundle
         self.preprocess = Preprocessor(spec.input)
-        self.codec = HeatmapCodec(spec)
         missing = [n for n in (spec.input.name,) if n not in backend.input_names]
         missing += [n for n in spec.output_names if n not in backend.output_names]
         if missing:
@@ -130,13 +138,11 @@ class Pipeline:
 
     def decode(self, outputs: dict[str, np.ndarray], transforms: np.ndarray,
                image_sizes: np.ndarray) -> Prediction:
-        spec = self.spec
-        heatmaps = select_heatmaps(outputs[spec.heatmap.name], spec)
-        existence = outputs[spec.existence.name] if spec.existence is not None else None
-        dec = self.codec.decode(heatmaps, existence)  # the codec applies the spec's activation
+        dec = decode_outputs(self.spec, outputs)  # the head's decoder applies the spec's activations
         return Prediction(keypoints=map_to_image(dec.coords, transforms).astype(np.float32),
                           scores=dec.scores, presence=dec.presence, present=dec.present,
-                          image_sizes=np.asarray(image_sizes), keypoints_input=dec.coords, outputs=outputs)
+                          image_sizes=np.asarray(image_sizes), keypoints_input=dec.coords, outputs=outputs,
+                          instance_scores=dec.instance_scores)
 
 
 def _pick_artifact(b: Bundle, name: str | None, precision: str | None, backend: str | None) -> Artifact:

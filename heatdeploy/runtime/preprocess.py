@@ -168,14 +168,19 @@ def invert_affines(affines: np.ndarray) -> np.ndarray:
 
 
 def map_to_image(points: np.ndarray, transforms: np.ndarray) -> np.ndarray:
-    """Apply per-image affines to points: ``[N, K, 2]`` input px -> original px (NaN stays NaN)."""
+    """Apply per-image affines to points: ``[N, K, 2]`` (or ``[N, M, K, 2]``) input px -> original px.
+
+    NaN stays NaN.
+    """
     pts = np.asarray(points, dtype=np.float64)
     t = np.asarray(transforms, dtype=np.float64)
-    if pts.ndim != 3 or pts.shape[-1] != 2:
-        raise ValueError(f"points: expected shape [N, K, 2], got {pts.shape}")
+    if pts.ndim not in (3, 4) or pts.shape[-1] != 2:
+        raise ValueError(f"points: expected shape [N, K, 2] or [N, M, K, 2], got {pts.shape}")
     if t.shape != (pts.shape[0], 2, 3):
         raise ValueError(f"transforms: expected shape ({pts.shape[0]}, 2, 3) to match points, got {t.shape}")
-    return np.einsum("nij,nkj->nki", t[:, :, :2], pts) + t[:, None, :, 2]
+    flat = pts.reshape(pts.shape[0], -1, 2)
+    out = np.einsum("nij,nkj->nki", t[:, :, :2], flat) + t[:, None, :, 2]
+    return out.reshape(pts.shape)
 
 
 # --- batching ------------------------------------------------------------------------------------

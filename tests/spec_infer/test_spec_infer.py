@@ -16,31 +16,37 @@ if str(HERE) not in sys.path:  # the helper is imported by name whatever pytest'
     sys.path.insert(0, str(HERE))
 import zoo  # noqa: E402
 
-NAMES = {"nchw": None, "nhwc_landmarks": None, "shared": ["nose", "neck", "l_hand", "r_hand"]}
+NAMES = {"nchw": None, "nhwc_landmarks": None, "shared": ["nose", "neck", "l_hand", "r_hand"], "simcc": None,
+         "centres": None}
+ALL = list(NAMES)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zoo.ZooModel]:
     root = tmp_path_factory.mktemp("zoo")
     return {"nchw": zoo.build_nchw(root), "nhwc_landmarks": zoo.build_nhwc_landmarks(root),
-            "shared": zoo.build_shared(root)}
+            "shared": zoo.build_shared(root), "simcc": zoo.build_simcc(root), "centres": zoo.build_centres(root)}
 
 
 def _image(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (90, 70, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("key", ["nchw", "nhwc_landmarks", "shared"])
+@pytest.mark.parametrize("key", ALL)
 def test_infer_spec_recovers_the_model(models: dict[str, zoo.ZooModel], key: str) -> None:
     m = models[key]
     spec, notes = infer_spec(m.path, keypoint_names=NAMES[key])
     assert spec.input.layout == m.input_layout
     assert (spec.input.height, spec.input.width, spec.input.channels) == (zoo.H, zoo.W, 3)
+    assert spec.num_keypoints == m.k
+    if spec.heatmap is None:
+        return
     assert spec.heatmap.name == m.heatmap
     assert spec.heatmap.layout == m.heatmap_layout
     assert spec.heatmap.stride == m.stride
     assert spec.num_keypoints == m.k
-    assert spec.heatmap.activation == m.heatmap_activation
+    if m.head != "centers":
+        assert spec.heatmap.activation == m.heatmap_activation
     if m.existence is None:
         assert spec.existence is None
     else:
@@ -51,6 +57,34 @@ def test_infer_spec_recovers_the_model(models: dict[str, zoo.ZooModel], key: str
     for name in m.ignored:
         assert f"{name!r}" in text and "ignored by the decoder" in text
     assert "random inputs" in text  # the activation guess says how it was judged
+    assert spec.head == m.head
+
+
+def test_landmark_vector_is_read_with_its_heatmap(models: dict[str, zoo.ZooModel]) -> None:
+    spec, notes = infer_spec(models["nhwc_landmarks"].path)
+    assert spec.landmarks is not None and spec.landmarks.name == "landmarks"
+    assert spec.landmarks.fields == ("x", "y", "z", "visibility", "presence")
+    assert any("landmarks 'landmarks'" in n and "refines" in n for n in notes)
+
+
+def test_simcc_head_is_recognised(models: dict[str, zoo.ZooModel]) -> None:
+    m = models["simcc"]
+    spec, notes = infer_spec(m.path)
+    assert spec.heatmap is None and spec.simcc is not None
+    assert (spec.simcc.x_name, spec.simcc.y_name, spec.simcc.split_ratio) == ("simcc_x", "simcc_y", 2.0)
+    assert spec.simcc.activation == "logits" and spec.num_keypoints == m.k
+    assert spec.existence is not None and spec.existence.name == "vis" and spec.existence.per == "keypoint"
+    assert any("split ratio 2" in n for n in notes)
+
+
+def test_centre_head_is_recognised(models: dict[str, zoo.ZooModel]) -> None:
+    m = models["centres"]
+    spec, notes = infer_spec(m.path)
+    assert spec.centers is not None and spec.multi_instance
+    assert (spec.centers.name, spec.centers.offsets, spec.centers.stride) == ("center", "offsets", 4)
+    assert spec.heatmap is not None and spec.heatmap.name == "kp_maps" and spec.heatmap.activation == "probabilities"
+    assert spec.num_keypoints == m.k and spec.existence is None
+    assert any("multi-instance" in n for n in notes)
 
 
 def test_shared_tensor_selects_keypoint_channels(models: dict[str, zoo.ZooModel]) -> None:
@@ -85,7 +119,7 @@ def test_too_many_names_is_a_clear_error(models: dict[str, zoo.ZooModel]) -> Non
         infer_spec(models["nchw"].path, keypoint_names=[f"k{i}" for i in range(9)])
 
 
-@pytest.mark.parametrize("key", ["nchw", "nhwc_landmarks", "shared"])
+@pytest.mark.parametrize("key", ALL)
 def test_proposal_exports_and_runs(models: dict[str, zoo.ZooModel], key: str, tmp_path: Path) -> None:
     from heatdeploy.cli import export_bundle
     from heatdeploy.runtime import Pipeline
@@ -95,18 +129,21 @@ def test_proposal_exports_and_runs(models: dict[str, zoo.ZooModel], key: str, tm
     spec_json = write_spec_proposal(spec, tmp_path / "spec.json")
     assert ModelSpec.load(spec_json) == spec
     notes = check_spec(m.path, spec, _image())
-    assert any(f"keypoints [1, {m.k}, 2]" in n for n in notes)
+    shape = [1, spec.centers.max_instances, m.k, 2] if spec.multi_instance else [1, m.k, 2]
+    assert any(f"keypoints {shape}" in n for n in notes)
     out = export_bundle(str(m.path), tmp_path / "bundle", spec_path=str(spec_json))
     pred = Pipeline.load(out).predict([_image(1)])
-    assert pred.keypoints.shape == (1, m.k, 2)
-    assert np.isfinite(pred.keypoints).all()
+    assert pred.keypoints.shape == tuple(shape)
+    found = pred.present.any(axis=-1) if spec.multi_instance else np.ones(1, bool)
+    assert np.isfinite(pred.keypoints[found]).all()
 
 
-def test_int8_and_parity_run_on_an_inferred_spec(models: dict[str, zoo.ZooModel], tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["nhwc_landmarks", "simcc", "centres"])
+def test_int8_and_parity_run_on_an_inferred_spec(models: dict[str, zoo.ZooModel], key: str, tmp_path: Path) -> None:
     from heatdeploy.cli import add_int8, export_bundle
     from heatdeploy.runtime.parity import parity_command
 
-    m = models["nhwc_landmarks"]
+    m = models[key]
     spec, _ = infer_spec(m.path)
     spec_json = write_spec_proposal(spec, tmp_path / "spec.json")
     out = export_bundle(str(m.path), tmp_path / "bundle", spec_path=str(spec_json))
@@ -114,6 +151,9 @@ def test_int8_and_parity_run_on_an_inferred_spec(models: dict[str, zoo.ZooModel]
     result, code = parity_command(out, "onnx-int8", data="synthetic:4", write_manifest=False)
     assert code in (0, 1)  # random weights: only that it runs end to end, not that it passes
     assert result is not None
+    km = result.keypoints
+    assert km.keypoints_compared > 0 and np.isfinite(km.mean_displacement_hm)
+    assert 0.0 <= km.existence_agreement <= 1.0
 
 
 def test_wrong_output_name_lists_the_graph(models: dict[str, zoo.ZooModel]) -> None:

@@ -29,6 +29,7 @@ class ZooModel:
     existence_per: str | None = None
     existence_activation: str | None = None
     ignored: tuple[str, ...] = ()
+    head: str = "heatmap"
 
 
 def _backbone(out_ch: int, downs: int) -> nn.Sequential:
@@ -82,6 +83,38 @@ class SharedNhwc(nn.Module):
         return y.permute(0, 2, 3, 1), (self.vis(y.mean(dim=(2, 3))) - 1.0).unsqueeze(-1)  # clearly logits
 
 
+class SimccHead(nn.Module):
+    """(4) NCHW in; SimCC logits over x and y bins at split ratio 2 ([N,K,2W], [N,K,2H]), per-keypoint [N,K] logits."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.net = _backbone(k, 2)
+        cells = (H // 4) * (W // 4)
+        self.x = nn.Linear(cells, 2 * W)
+        self.y = nn.Linear(cells, 2 * H)
+        self.vis = nn.Linear(cells, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.net(x).flatten(2)  # [N,K,h*w]: one feature vector per keypoint, as RTMPose's GAU head sees
+        return 4.0 * self.x(f), 4.0 * self.y(f), self.vis(f)[..., 0] + 2.0  # mostly present, clearly logits
+
+
+class CentreHead(nn.Module):
+    """(5) NCHW in; CenterNet-style multi-person head: centre logits [N,1,h,w], keypoint offsets [N,2K,h,w]
+    (heatmap px) and keypoint heatmaps [N,K,h,w] (sigmoid) for snapping."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.net = _backbone(1 + 2 * k + k, 2)
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = self.net(x)
+        k = self.k
+        return 3.0 * y[:, :1], 2.0 * y[:, 1:1 + 2 * k], torch.sigmoid(y[:, 1 + 2 * k:])
+
+
 def _export(model: nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> Path:
     torch.manual_seed(0)
     model.eval()
@@ -104,13 +137,25 @@ def build_nhwc_landmarks(root: Path, k: int = 5) -> ZooModel:
     p = _export(NhwcLandmarks(k), torch.randn(1, H, W, 3), root / "nhwc_landmarks.onnx",
                 ["hm", "landmarks", "presence"])
     return ZooModel(p, "NHWC", "hm", "NHWC", 4, k, "logits", "presence", "instance", "probabilities",
-                    ("landmarks",))
+                    head="landmarks")
 
 
 def build_shared(root: Path, k: int = 4, edges: int = 3) -> ZooModel:
     torch.manual_seed(3)
     p = _export(SharedNhwc(k, edges), torch.randn(1, 3, H, W), root / "shared.onnx", ["net_output", "visibility"])
     return ZooModel(p, "NCHW", "net_output", "NHWC", 8, k, "probabilities", "visibility", "keypoint", "logits")
+
+
+def build_simcc(root: Path, k: int = 4) -> ZooModel:
+    torch.manual_seed(4)
+    p = _export(SimccHead(k), torch.randn(1, 3, H, W), root / "simcc.onnx", ["simcc_x", "simcc_y", "vis"])
+    return ZooModel(p, "NCHW", "", "", 4, k, "logits", "vis", "keypoint", "logits", head="simcc")
+
+
+def build_centres(root: Path, k: int = 3) -> ZooModel:
+    torch.manual_seed(5)
+    p = _export(CentreHead(k), torch.randn(1, 3, H, W), root / "centres.onnx", ["center", "offsets", "kp_maps"])
+    return ZooModel(p, "NCHW", "kp_maps", "NCHW", 4, k, "logits", head="centers")
 
 
 def build_no_heatmap(root: Path) -> Path:

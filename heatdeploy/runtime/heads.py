@@ -1,0 +1,183 @@
+"""One entry point from an engine's raw outputs to keypoints, whatever head the spec selects.
+
+Pipeline, parity, calibration sensitivity and NNCF accuracy control all call :func:`decode_outputs`, so a
+SimCC, centre-heatmap or landmark-vector model goes through INT8 and parity with no code of its own.
+
+Every head is a classifier over positions with its own grid: heatmap pixels, SimCC bins, centre-map
+pixels. ``Decoded.coords_hm`` is in that grid's units and ``grid_stride`` is its cell size in input pixels,
+so parity's "heatmap px" figures mean "classes" for every family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from heatdeploy.runtime.decode import (
+    Decoded,
+    HeatmapCodec,
+    _sigmoid,
+    existence_probability,
+    heatmap_to_input,
+    input_to_heatmap,
+    select_heatmaps,
+)
+from heatdeploy.runtime.decode_centers import decode_centers
+from heatdeploy.runtime.decode_landmarks import refine_with_heatmap, split_landmarks
+from heatdeploy.runtime.decode_simcc import decode_simcc
+from heatdeploy.spec import ModelSpec
+
+__all__ = ["decode_outputs", "grid_stride", "select_centers"]
+
+
+def grid_stride(spec: ModelSpec) -> float:
+    """Input pixels per class cell of the spec's localisation head (the unit of ``coords_hm``)."""
+    if spec.simcc is not None:
+        return 1.0 / spec.simcc.split_ratio
+    if spec.centers is not None:
+        return float(spec.centers.stride)
+    if spec.heatmap is not None:
+        return float(spec.heatmap.stride)
+    return 1.0  # a pure regression vector: input pixels
+
+
+def _output(outputs: Mapping[str, np.ndarray], name: str, role: str) -> np.ndarray:
+    if name not in outputs:
+        raise ValueError(f"{role} output {name!r} missing; the engine returned {sorted(outputs)}; "
+                         "fix the name in the spec")
+    return np.asarray(outputs[name])
+
+
+def _presence(decoded_scores: np.ndarray, existence: np.ndarray | None, spec: ModelSpec,
+              fallback: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Existence head when there is one, else ``fallback`` probabilities, else the peak score."""
+    n = decoded_scores.shape[0]
+    prob = existence_probability(existence, spec, n)
+    if prob is not None:
+        return prob, prob >= spec.existence.threshold  # type: ignore[union-attr]
+    if fallback is not None:
+        return fallback, fallback >= 0.5
+    p = decoded_scores.astype(np.float32, copy=True)
+    return p, p >= spec.decoder.score_threshold
+
+
+def _decode_heatmap(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+    assert spec.heatmap is not None
+    heatmaps = select_heatmaps(_output(outputs, spec.heatmap.name, "heatmap"), spec)
+    existence = outputs.get(spec.existence.name) if spec.existence is not None else None
+    return HeatmapCodec(spec).decode(heatmaps, existence)
+
+
+def _decode_simcc(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+    sc = spec.simcc
+    assert sc is not None
+    x = np.asarray(_output(outputs, sc.x_name, "simcc x"), dtype=np.float32)
+    y = np.asarray(_output(outputs, sc.y_name, "simcc y"), dtype=np.float32)
+    k = spec.num_keypoints
+    if x.ndim != 3 or y.ndim != 3 or x.shape[1] != k or y.shape[1] != k:
+        raise ValueError(f"simcc outputs {sc.x_name!r} {x.shape} / {sc.y_name!r} {y.shape}: expected [N,{k},L] "
+                         f"each ({k} keypoints in the spec)")
+    want = (round(spec.input.width * sc.split_ratio), round(spec.input.height * sc.split_ratio))
+    if (x.shape[2], y.shape[2]) != want:
+        raise ValueError(f"simcc outputs have {x.shape[2]} x-bins and {y.shape[2]} y-bins but input "
+                         f"{spec.input.width}x{spec.input.height} at split_ratio {sc.split_ratio} gives {want}; "
+                         "fix simcc.split_ratio or the input size")
+    logits = sc.activation == "logits"
+    coords, raw = decode_simcc(x, y, sc.split_ratio, refine=sc.refine, log_domain=logits)
+    scores = _sigmoid(raw) if logits else raw.astype(np.float32)
+    bins = coords * np.float32(sc.split_ratio)
+    peaks = np.stack([x.argmax(axis=2), y.argmax(axis=2)], axis=-1).astype(np.int32)
+    existence = outputs.get(spec.existence.name) if spec.existence is not None else None
+    presence, present = _presence(scores, existence, spec)
+    return Decoded(coords_hm=bins.astype(np.float32), coords=coords.astype(np.float32), scores=scores,
+                   presence=presence, present=present, peaks=peaks)
+
+
+def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+    lm = spec.landmarks
+    assert lm is not None
+    flat = np.asarray(_output(outputs, lm.name, "landmarks"), dtype=np.float32)
+    n = flat.shape[0]
+    parts = split_landmarks(flat.reshape(n, -1), spec.num_keypoints, lm.fields)
+    xy = np.stack([parts["x"], parts["y"]], axis=-1)
+    if lm.coords == "normalized":
+        xy = xy * np.array([spec.input.width, spec.input.height], dtype=np.float32)
+    fallback = _sigmoid(parts["presence"]) if "presence" in parts else None
+    existence = outputs.get(spec.existence.name) if spec.existence is not None else None
+    if spec.heatmap is None:
+        scores = fallback if fallback is not None else np.ones(xy.shape[:2], dtype=np.float32)
+        presence, present = _presence(scores, existence, spec, fallback)
+        return Decoded(coords_hm=xy.astype(np.float32), coords=xy.astype(np.float32), scores=scores,
+                       presence=presence, present=present, peaks=np.rint(np.nan_to_num(xy)).astype(np.int32))
+    hm = select_heatmaps(_output(outputs, spec.heatmap.name, "heatmap"), spec)
+    if spec.heatmap.activation == "logits":
+        hm = _sigmoid(hm)
+    coords_hm = input_to_heatmap(xy, spec)
+    if lm.refine_kernel:
+        coords_hm, scores = refine_with_heatmap(coords_hm, hm, lm.refine_kernel, lm.refine_min_score)
+    else:
+        scores = hm.reshape(*hm.shape[:2], -1).max(axis=2)
+    n, k, h, w = hm.shape
+    peak_idx = hm.reshape(n, k, h * w).argmax(axis=2)
+    peaks = np.stack([peak_idx % w, peak_idx // w], axis=-1).astype(np.int32)
+    presence, present = _presence(scores, existence, spec, fallback)
+    return Decoded(coords_hm=coords_hm.astype(np.float32), coords=heatmap_to_input(coords_hm, spec),
+                   scores=scores.astype(np.float32), presence=presence, present=present, peaks=peaks)
+
+
+def select_centers(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The engine's centre heatmap -> float32 probabilities ``[N,h,w]``."""
+    c = spec.centers
+    assert c is not None
+    arr = np.asarray(raw, dtype=np.float32)
+    h, w = spec.centers_size
+    shape = (h, w, 1) if c.layout == "NHWC" else (1, h, w)
+    if arr.ndim != 4 or arr.shape[1:] != shape:
+        want = "[N,h,w,1]" if c.layout == "NHWC" else "[N,1,h,w]"
+        raise ValueError(f"centre output {c.name!r}: shape {arr.shape}, expected {want} with h,w = {h},{w} "
+                         f"(input {spec.input.height}x{spec.input.width} / stride {c.stride}); check centers.layout "
+                         "and centers.stride")
+    maps = arr[..., 0] if c.layout == "NHWC" else arr[:, 0]
+    return _sigmoid(maps) if c.activation == "logits" else np.ascontiguousarray(maps)
+
+
+def _decode_centers(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+    c = spec.centers
+    assert c is not None
+    centers = select_centers(_output(outputs, c.name, "centre"), spec)
+    n, h, w = centers.shape
+    k = spec.num_keypoints
+    off = np.asarray(_output(outputs, c.offsets, "offsets"), dtype=np.float32)
+    if c.layout == "NHWC" and off.ndim == 4:
+        off = off.transpose(0, 3, 1, 2)
+    if off.shape != (n, 2 * k, h, w):
+        raise ValueError(f"offsets output {c.offsets!r}: shape {np.asarray(outputs[c.offsets]).shape}, expected "
+                         f"{2 * k} channels ((dx, dy) for {k} keypoints) at {h}x{w} in layout {c.layout}")
+    kp_maps = None
+    if spec.heatmap is not None:
+        kp_maps = select_heatmaps(_output(outputs, spec.heatmap.name, "heatmap"), spec)
+        if spec.heatmap.activation == "logits":
+            kp_maps = _sigmoid(kp_maps)
+    inst = decode_centers(centers, off.reshape(n, k, 2, h, w), max_instances=c.max_instances,
+                          threshold=c.threshold, kernel=c.pool_kernel, nms_distance=c.nms_distance,
+                          keypoint_heatmaps=kp_maps, snap_distance=c.snap_distance)
+    coords = (inst.coords_hm.astype(np.float64) + 0.5) * c.stride - 0.5
+    valid = inst.valid[..., None] & np.ones((1, 1, k), dtype=bool)
+    presence = np.where(valid, inst.scores[..., None], 0.0).astype(np.float32)
+    return Decoded(coords_hm=inst.coords_hm.astype(np.float32), coords=coords.astype(np.float32),
+                   scores=inst.keypoint_scores.astype(np.float32), presence=presence, present=valid,
+                   peaks=np.rint(np.nan_to_num(inst.coords_hm)).astype(np.int32),
+                   instance_scores=np.where(inst.valid, inst.scores, 0.0).astype(np.float32))
+
+
+_DECODERS = {"heatmap": _decode_heatmap, "simcc": _decode_simcc, "landmarks": _decode_landmarks,
+             "centers": _decode_centers}
+
+
+def decode_outputs(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+    """Raw engine outputs -> keypoints in the head's grid and in model-input pixels, with presence.
+
+    Single-instance heads give ``[N,K,...]`` arrays; centre heads ``[N,M,K,...]`` with ``instance_scores``.
+    """
+    return _DECODERS[spec.head](spec, outputs)
