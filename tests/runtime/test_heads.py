@@ -154,3 +154,22 @@ def test_new_sections_round_trip_json() -> None:
     assert ModelSpec.from_json(spec.to_json()) == spec
     spec2 = ModelSpec(keypoints=("a",), heatmap=None, existence=None, simcc=SimCCSpec(split_ratio=1.5)).validate()
     assert ModelSpec.from_json(spec2.to_json()) == spec2
+
+
+def test_multi_instance_records_and_overlays_list_found_instances_only() -> None:
+    from heatdeploy.runtime.draw import draw_keypoints
+    from heatdeploy.runtime.pipeline import Prediction
+
+    spec, outputs, _ = _centre_outputs()
+    dec = decode_outputs(spec, outputs)
+    pred = Prediction(keypoints=dec.coords, scores=dec.scores, presence=dec.presence, present=dec.present,
+                      image_sizes=np.array([[H, W], [H, W]]), keypoints_input=dec.coords,
+                      instance_scores=dec.instance_scores)
+    recs = pred.to_records(spec.keypoints)
+    assert [len(r["instances"]) for r in recs] == [2, 1]
+    assert recs[0]["instances"][0]["score"] == pytest.approx(0.9, abs=1e-4)
+    assert [k["name"] for k in recs[1]["instances"][0]["keypoints"]] == ["a", "b"]
+    blank = np.zeros((H, W, 3), np.uint8)
+    one = draw_keypoints(blank, dec.coords[1], dec.presence[1], dec.present[1], ((0, 1),), legend=False)
+    two = draw_keypoints(blank, dec.coords[0], dec.presence[0], dec.present[0], ((0, 1),), legend=False)
+    assert 0 < (one > 0).sum() < (two > 0).sum()  # two instances draw more than one
