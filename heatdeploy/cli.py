@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -65,7 +66,7 @@ def cli_errors(fn: F) -> F:
             msg = str(exc)
             if isinstance(exc, FileNotFoundError) and exc.filename:
                 msg = f"{exc.filename}: no such file"
-            console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -99,6 +100,15 @@ def export_bundle(model: str, out: Path, *, weights: str | None = None, spec_pat
     with staged_dir(out) as tmp:
         if model.endswith(".onnx"):
             spec, tools, notes = _import_onnx(Path(model), tmp / "model.onnx", spec_path)
+        elif model.endswith(".tflite"):
+            from heatdeploy.exporters.tflite import import_tflite_onnx
+
+            with console.status(f"converting {model} to ONNX"):
+                spec, tools, notes = import_tflite_onnx(Path(model), tmp / "model.onnx", spec_path, opset=opset)
+            diffs = ", ".join(f"{k} {v:.2e}" for k, v in notes.get("max_abs_diff", {}).items())
+            console.print(f"converted {model} to ONNX opset {notes['opset']} via {notes['converter']}"
+                          + (f"; max |ORT - OpenVINO f32 on the .tflite|: {diffs}" if diffs else ""),
+                          highlight=False, soft_wrap=True)
         else:
             from heatdeploy.exporters.onnx import export_onnx
             from heatdeploy.exporters.sources import load_torch_model
@@ -143,7 +153,7 @@ def _import_onnx(src: Path, dest: Path, spec_path: str | None) -> tuple[Any, dic
 @cli_errors
 def export(
     model: Annotated[str, typer.Argument(help="'reference', a torch.export .pt2, package.module:factory, "
-                                               "or an .onnx")],
+                                               "an .onnx, or a .tflite (with --spec)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="bundle directory to write")],
     format: Annotated[str, typer.Option("--format", help="artifact format")] = "onnx",
     weights: Annotated[str | None, typer.Option(help="weights for module:factory (weights_only load)")] = None,
@@ -191,6 +201,21 @@ def export(
     opset_used, why = resolve_opset(profile, opset)
     if profile is not None:
         console.print(f"device profile {profile.name}: opset {opset_used} ({why})", highlight=False)
+    if model.endswith(".tflite"):
+        from heatdeploy.exporters.tflite import check_tflite, require_spec
+
+        require_spec(check_tflite(model), spec)  # before any work: a .tflite carries no spec
+        if format == "openvino":  # OpenVINO reads the .tflite itself: no ONNX, no converter
+            from heatdeploy.exporters.tflite import export_tflite_openvino, summary_line
+
+            with console.status(f"OpenVINO {precision} export from {model}"):
+                arts = export_tflite_openvino(model, out, spec_path=spec, precision=precision, calib=calib,
+                                              calib_size=calib_size, seed=seed, preset=preset,
+                                              accuracy_control=accuracy_control)
+            for art in arts:
+                console.print(summary_line(art), highlight=False, soft_wrap=True)
+            console.print(f"bundle written: {out}")
+            return
     export_bundle(model, out, weights=weights, spec_path=spec, opset=opset_used)
     if precision == "int8" and format != "openvino":
         add_int8(out, calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,

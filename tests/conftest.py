@@ -21,3 +21,18 @@ def random_reference_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reference_spec().save(root / "spec.json")
     return export_bundle("heatdeploy.models.reference:ReferencePoseNet", root / "bundle",
                          weights=str(root / "weights.pt"), spec_path=str(root / "spec.json"))
+
+
+@pytest.fixture(scope="session")
+def blazepose_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MediaPipe's pose_landmark_full.tflite (pip downloads the mediapipe wheel once; sha256 pinned).
+
+    Cached under $HEATDEPLOY_CACHE/models when that is set (CI and developers keep it between runs), else
+    in this session's temporary folder, never in the user's ~/.cache.
+    """
+    import os
+
+    from heatdeploy.models.blazepose import fetch_blazepose
+
+    dest = None if os.environ.get("HEATDEPLOY_CACHE") else tmp_path_factory.mktemp("blazepose")
+    return fetch_blazepose(dest)

@@ -71,6 +71,9 @@ def _unrecognised(model: str) -> str:
     p = Path(model)
     if p.suffix == ".onnx":
         return f"{model}: this is already ONNX; pass it to the ONNX steps directly instead of a torch MODEL"
+    if p.suffix == ".tflite":
+        return (f"{model}: a TFLite model, not a torch one; export it with 'heatdeploy export {model} --spec SPEC.json "
+                "--format openvino|onnx'")
     if p.suffix in (".pt", ".pth", ".ckpt", ".bin", ".safetensors"):
         return (f"{model}: a {p.suffix} file holds weights, not a model; pass MODULE:FACTORY with --weights "
                 f"{model}, or save the model with torch.export.save(...) as .pt2")
