@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heatdeploy.calibration.stock import STOCK_NAME, STOCK_PATH, add_stock_int8  # noqa: F401 (re-exported)
 from heatdeploy.models.skeleton import KEYPOINTS, SKELETON
 from heatdeploy.spec import DecoderSpec, ExistenceSpec, HeatmapSpec, InputSpec, ModelSpec
 
@@ -342,51 +343,6 @@ def eval_images(n: int = 64, seed: int = 20261124) -> Any:
 
 
 # --- INT8: stock ORT defaults, and what parity does not compare -------------------------------------
-
-STOCK_NAME = "onnx-int8-stock"
-STOCK_PATH = "model.int8-stock.onnx"
-
-
-def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, calib_size: int | None = None,
-                   seed: int = 0, batch: int = 8) -> Any:
-    """Add ORT's ``quantize_static`` with its defaults as artifact ``onnx-int8-stock``: the baseline.
-
-    Stock = ``quant_pre_process`` then ``quantize_static(fp32, out, reader)`` and nothing else: QDQ,
-    MinMax, per-tensor weights, asymmetric int8 activations, every quantizable op quantized (outputs'
-    producers included). The reader feeds the same preprocessed calibration images as heatdeploy's
-    default (``open_source`` on the same ``calib`` string), so only the quantization recipe differs.
-    """
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from heatdeploy.bundle import Bundle
-    from heatdeploy.calibration.sources import open_source
-
-    bundle = Bundle.load(bundle_dir)
-    fp32 = bundle.artifact(format="onnx", precision="fp32")
-    source = open_source(bundle.spec, calib, calib_size, seed, 10)
-    name = bundle.spec.input.name
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(source.batches(batch))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self.it, None)
-            return None if x is None else {name: x}
-
-    with tempfile.TemporaryDirectory(prefix="heatdeploy-stock-", dir=bundle.root.parent) as tmp:
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / STOCK_PATH
-        quant_pre_process(str(bundle.path_of(fp32)), str(pre))
-        quantize_static(str(pre), str(out), _Reader())
-        art = bundle.add_file(out, STOCK_PATH, name=STOCK_NAME, format="onnx", precision="int8",
-                              backend="onnxruntime", tools={"onnxruntime": ort.__version__},
-                              notes={"source_artifact": fp32.name, "recipe": "onnxruntime quantize_static defaults "
-                                     "after quant_pre_process", "calibration": source.record()})
-    bundle.save()
-    return art
-
 
 def landmark_agreement(bundle_dir: str | Path, candidate: str, data: Any,
                        reference: str = "onnx-fp32") -> dict[str, float]:

@@ -50,14 +50,21 @@ def _output(outputs: Mapping[str, np.ndarray], name: str, role: str) -> np.ndarr
 
 
 def _presence(decoded_scores: np.ndarray, existence: np.ndarray | None, spec: ModelSpec,
-              fallback: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Existence head when there is one, else ``fallback`` probabilities, else the peak score."""
+              keypoint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Existence head and/or a per-keypoint presence probability, else the peak score.
+
+    With both (BlazePose: a per-image pose flag and a per-landmark "in frame" logit) a keypoint is present
+    when the instance is and the keypoint is; its probability is the product.
+    """
     n = decoded_scores.shape[0]
     prob = existence_probability(existence, spec, n)
     if prob is not None:
-        return prob, prob >= spec.existence.threshold  # type: ignore[union-attr]
-    if fallback is not None:
-        return fallback, fallback >= 0.5
+        present = prob >= spec.existence.threshold  # type: ignore[union-attr]
+        if keypoint is not None:
+            return (prob * keypoint).astype(np.float32), present & (keypoint >= 0.5)
+        return prob, present
+    if keypoint is not None:
+        return keypoint, keypoint >= 0.5
     p = decoded_scores.astype(np.float32, copy=True)
     return p, p >= spec.decoder.score_threshold
 
@@ -103,11 +110,11 @@ def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Dec
     xy = np.stack([parts["x"], parts["y"]], axis=-1)
     if lm.coords == "normalized":
         xy = xy * np.array([spec.input.width, spec.input.height], dtype=np.float32)
-    fallback = _sigmoid(parts["presence"]) if "presence" in parts else None
+    kp_presence = _sigmoid(parts["presence"]) if "presence" in parts else None  # a logit: "in frame"
     existence = outputs.get(spec.existence.name) if spec.existence is not None else None
     if spec.heatmap is None:
-        scores = fallback if fallback is not None else np.ones(xy.shape[:2], dtype=np.float32)
-        presence, present = _presence(scores, existence, spec, fallback)
+        scores = kp_presence if kp_presence is not None else np.ones(xy.shape[:2], dtype=np.float32)
+        presence, present = _presence(scores, existence, spec, kp_presence)
         return Decoded(coords_hm=xy.astype(np.float32), coords=xy.astype(np.float32), scores=scores,
                        presence=presence, present=present, peaks=np.rint(np.nan_to_num(xy)).astype(np.int32))
     hm = select_heatmaps(_output(outputs, spec.heatmap.name, "heatmap"), spec)
@@ -121,7 +128,7 @@ def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Dec
     n, k, h, w = hm.shape
     peak_idx = hm.reshape(n, k, h * w).argmax(axis=2)
     peaks = np.stack([peak_idx % w, peak_idx // w], axis=-1).astype(np.int32)
-    presence, present = _presence(scores, existence, spec, fallback)
+    presence, present = _presence(scores, existence, spec, kp_presence)
     return Decoded(coords_hm=coords_hm.astype(np.float32), coords=heatmap_to_input(coords_hm, spec),
                    scores=scores.astype(np.float32), presence=presence, present=present, peaks=peaks)
 

@@ -173,3 +173,13 @@ def test_multi_instance_records_and_overlays_list_found_instances_only() -> None
     one = draw_keypoints(blank, dec.coords[1], dec.presence[1], dec.present[1], ((0, 1),), legend=False)
     two = draw_keypoints(blank, dec.coords[0], dec.presence[0], dec.present[0], ((0, 1),), legend=False)
     assert 0 < (one > 0).sum() < (two > 0).sum()  # two instances draw more than one
+
+
+def test_landmark_presence_field_and_instance_flag_combine() -> None:
+    spec = ModelSpec(keypoints=("a", "b"), input=INPUT, heatmap=None,
+                     existence=ExistenceSpec(name="flag", per="instance", activation="probabilities"),
+                     landmarks=LandmarksSpec(name="lm", fields=("x", "y", "presence"))).validate()
+    flat = np.array([[1, 2, 4.0, 3, 4, -4.0], [1, 2, 4.0, 3, 4, 4.0]], np.float32)  # b out of frame in image 0
+    dec = decode_outputs(spec, {"lm": flat, "flag": np.array([[0.9], [0.2]], np.float32)})
+    assert dec.present.tolist() == [[True, False], [False, False]]  # image 1: no pose at all
+    np.testing.assert_allclose(dec.presence[0, 0], 0.9 / (1 + np.exp(-4.0)), rtol=1e-5)

@@ -1,0 +1,60 @@
+"""The baseline heatdeploy is measured against: ORT's ``quantize_static`` with its defaults.
+
+Kept as an artifact (``onnx-int8-stock``) in the same bundle so parity compares both recipes on the same
+inputs, calibration images and FP32 reference; only the quantization recipe differs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STOCK_NAME = "onnx-int8-stock"
+STOCK_PATH = "model.int8-stock.onnx"
+
+
+def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, calib_size: int | None = None,
+                   seed: int = 0, batch: int = 8) -> Any:
+    """Add ORT's ``quantize_static`` with its defaults as artifact ``onnx-int8-stock``: the baseline.
+
+    Stock = ``quant_pre_process`` then ``quantize_static(fp32, out, reader)`` and nothing else: QDQ,
+    MinMax, per-tensor weights, asymmetric int8 activations, every quantizable op quantized (outputs'
+    producers included). The reader feeds the same preprocessed calibration images as heatdeploy's
+    default (``open_source`` on the same ``calib`` string), so only the quantization recipe differs.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from heatdeploy.bundle import Bundle
+    from heatdeploy.calibration.sources import open_source
+
+    bundle = Bundle.load(bundle_dir)
+    fp32 = bundle.artifact(format="onnx", precision="fp32")
+    source = open_source(bundle.spec, calib, calib_size, seed, 10)
+    name = bundle.spec.input.name
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(source.batches(batch))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {name: x}
+
+    with tempfile.TemporaryDirectory(prefix="heatdeploy-stock-", dir=bundle.root.parent) as tmp:
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / STOCK_PATH
+        try:
+            quant_pre_process(str(bundle.path_of(fp32)), str(pre))
+        except Exception:  # ORT's symbolic shape inference gives up on some converted graphs (TFLite)
+            quant_pre_process(str(bundle.path_of(fp32)), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), _Reader())
+        art = bundle.add_file(out, STOCK_PATH, name=STOCK_NAME, format="onnx", precision="int8",
+                              backend="onnxruntime", tools={"onnxruntime": ort.__version__},
+                              notes={"source_artifact": fp32.name, "recipe": "onnxruntime quantize_static defaults "
+                                     "after quant_pre_process", "calibration": source.record()})
+    bundle.save()
+    return art

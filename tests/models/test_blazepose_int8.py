@@ -1,0 +1,73 @@
+"""INT8 on a real trained edge pose model: MediaPipe's BlazePose (depthwise-heavy, NHWC, heatmap + flat
+landmark vector + presence flag), converted from its .tflite, heatdeploy's default vs ORT's stock defaults.
+
+This is the model family where stock INT8 is known to fail, and it does here: stock ``quantize_static``
+moves landmarks ~100 px (of 256). Ours (outputs' producers and sigmoid in float, per-channel weights,
+measured per-layer sensitivity) moves them >= 5x less, but not little: the model amplifies input
+perturbations (1/255 of input noise alone moves landmarks ~1.5 px, bf16 ~3 px on these frames), and its
+pose flag still flips on some frames — a strict xfail carries that figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tflite2onnx", reason="the 'tflite' extra (tflite2onnx) converts the .tflite to ONNX")
+
+CALIB_N, EVAL_N = 64, 64
+
+
+@pytest.fixture(scope="module")
+def compared(blazepose_tflite: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from heatdeploy.calibration.artifact import add_onnx_int8
+    from heatdeploy.calibration.stock import STOCK_NAME, add_stock_int8
+    from heatdeploy.cli import export_bundle
+    from heatdeploy.models.blazepose import blazepose_spec, write_blazepose_images
+    from heatdeploy.runtime.parity import run_parity
+
+    root = tmp_path_factory.mktemp("blazepose-int8")
+    blazepose_spec().save(root / "spec.json")
+    calib, evaluation = root / "calib", root / "eval"
+    write_blazepose_images(calib, CALIB_N, seed=0)
+    write_blazepose_images(evaluation, EVAL_N, seed=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEATDEPLOY_CACHE", str(root / "cache"))
+        bundle = export_bundle(str(blazepose_tflite), root / "bundle", spec_path=str(root / "spec.json"))
+        _, report = add_onnx_int8(bundle, str(calib))
+        add_stock_int8(bundle, str(calib))
+    out = {name: run_parity(bundle, name, data=str(evaluation)) for name in ("onnx-int8", STOCK_NAME)}
+    return {"ours": out["onnx-int8"], "stock": out[STOCK_NAME], "report": report}
+
+
+def _pose_flips(result: Any) -> int:
+    """Images whose pose decision (any landmark present) differs from FP32."""
+    d = result.detail
+    return int((d.reference.present.any(axis=1) != d.candidate.present.any(axis=1)).sum())
+
+
+def _figures(result: Any) -> str:
+    km = result.keypoints
+    return (f"{result.candidate.name}: mean {km.mean_displacement_in:.2f} / p95 {km.p95_displacement_in:.2f} input px "
+            f"of 256, argmax agreement {km.argmax_agreement:.3f}, pose flips {_pose_flips(result)}/{km.images}")
+
+
+def test_ours_moves_landmarks_5x_less_than_stock(compared: dict[str, Any]) -> None:
+    ours, stock = compared["ours"].keypoints, compared["stock"].keypoints
+    print("\n" + _figures(compared["ours"]) + "\n" + _figures(compared["stock"]))
+    print("INT8 (ours): " + compared["report"].summary())
+    assert np.isfinite(ours.mean_displacement_in) and ours.keypoints_compared > 0
+    assert ours.mean_displacement_in * 5 <= stock.mean_displacement_in, (_figures(compared["ours"]),
+                                                                        _figures(compared["stock"]))
+    assert _pose_flips(compared["ours"]) <= _pose_flips(compared["stock"])
+
+
+# Measured (ORT 1.32, 64 frames): ours 18.2 px mean, 12 of 64 pose decisions flipped (FP32 flag just under 0.5
+# -> INT8 over it); stock 117.6 px, 17 flips. A single INT8 layer alone moves landmarks 0.3-6.6 px here.
+@pytest.mark.xfail(strict=True, reason="BlazePose's pose flag flips on ~12/64 frames under INT8 (ours); the "
+                   "model amplifies small perturbations (input noise of 1/255 flips 2 frames)")
+def test_ours_flips_no_pose_decision(compared: dict[str, Any]) -> None:
+    assert _pose_flips(compared["ours"]) == 0, _figures(compared["ours"])
