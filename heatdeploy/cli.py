@@ -448,7 +448,7 @@ def parity(
 
 
 # --- spec ------------------------------------------------------------------------------------------
-spec_app = typer.Typer(help="Propose or check a ModelSpec for your own ONNX model.", no_args_is_help=True,
+spec_app = typer.Typer(help="Propose or check a ModelSpec for your own ONNX or TFLite model.", no_args_is_help=True,
                        rich_markup_mode=None)
 app.add_typer(spec_app, name="spec")
 
@@ -456,7 +456,7 @@ app.add_typer(spec_app, name="spec")
 @spec_app.command("infer")
 @cli_errors
 def spec_infer_cmd(
-    model: Annotated[Path, typer.Argument(help="ONNX model")],
+    model: Annotated[Path, typer.Argument(help="ONNX model (or .tflite, with the 'tflite' extra)")],
     names: Annotated[str | None, typer.Option("--names", help="comma-separated keypoint names")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the proposal here")] = None,
 ) -> None:
@@ -480,7 +480,7 @@ def spec_infer_cmd(
 @spec_app.command("check")
 @cli_errors
 def spec_check_cmd(
-    model: Annotated[Path, typer.Argument(help="ONNX model")],
+    model: Annotated[Path, typer.Argument(help="ONNX model (or .tflite, with the 'tflite' extra)")],
     spec: Annotated[Path, typer.Option("--spec", help="ModelSpec JSON")],
     image: Annotated[Path | None, typer.Option("--image", help="sample image to run once")] = None,
 ) -> None:

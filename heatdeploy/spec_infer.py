@@ -12,6 +12,10 @@ ModelSpec defaults and the notes say so. Only onnx + onnxruntime are used (no to
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -253,7 +257,8 @@ def _heatmap_head(path: Path, proto: onnx.ModelProto, probe: dict[str, list[np.n
                             f"{_graph_summary(proto)}")
         hm = (exact or wider)[0]
     else:
-        hm = per_tensor[0]
+        # most channels wins: a 1-channel map beside K-channel ones is a segmentation or centre map
+        hm = max(per_tensor, key=lambda p: p.channels)
         widths = {o.dims[1] for o in non_hm if len(o.dims) in (2, 3) and (len(o.dims) == 2 or o.dims[2] == 1)}
         hints = sorted(m for m in widths if 1 < m < hm.channels)
         if len(hints) == 1:
@@ -264,7 +269,7 @@ def _heatmap_head(path: Path, proto: onnx.ModelProto, probe: dict[str, list[np.n
                            for p in per_tensor if p is not hm)
         notes.append(f"several heatmap-like outputs; chose {hm.out.name!r}"
                      + (f" because it has {k} channels for {k} names" if keypoint_names and hm.channels == k
-                        else " (the first)") + f"; not used: {others}")
+                        else " (the most channels)") + f"; not used: {others}")
 
     channels: tuple[int, ...] | None = None
     hm_values = probe[hm.out.name]
@@ -362,8 +367,34 @@ def _with_landmarks(head: _Head, outs: list[_Out], h: int, w: int, notes: list[s
     return head
 
 
+@contextlib.contextmanager
+def _tflite_as_onnx(path: Path) -> Iterator[Path]:
+    """A .tflite as a temporary ONNX (the 'tflite' extra); SpecErrors name the .tflite, not the temporary."""
+    from heatdeploy.exporters.tflite import tflite_to_onnx
+
+    with tempfile.TemporaryDirectory(prefix="heatdeploy-spec-") as tmp:
+        onnx_path = Path(tmp) / f"{path.stem}.onnx"
+        tflite_to_onnx(path, onnx_path, check=False)
+        try:
+            yield onnx_path
+        except SpecError as exc:
+            raise SpecError(str(exc).replace(str(onnx_path), str(path))) from None
+
+
 def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None,
                seed: int = 0) -> tuple[ModelSpec, list[str]]:
+    """Propose a ModelSpec for an ONNX (or .tflite, through the 'tflite' extra) model; see :func:`_infer_onnx`."""
+    path = Path(path)
+    if path.suffix.lower() != ".tflite":
+        return _infer_onnx(path, keypoint_names=keypoint_names, seed=seed)
+    with _tflite_as_onnx(path) as onnx_path:
+        spec, notes = _infer_onnx(onnx_path, keypoint_names=keypoint_names, seed=seed)
+    note = f"read {path.name} through tflite2onnx (names and NHWC layouts as in the .tflite)"
+    return dataclasses.replace(spec, name=path.stem), [note, *notes]
+
+
+def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None,
+                seed: int = 0) -> tuple[ModelSpec, list[str]]:
     """Propose a ModelSpec for an ONNX model, with one note per guess saying why it was made.
 
     Shapes come from the graph (shape inference when dims are missing, then one probe run); logits vs
@@ -443,8 +474,11 @@ def check_spec(path: str | Path, spec: ModelSpec, image: np.ndarray | None = Non
     """Check ``spec`` against the graph and, with ``image``, run the full pipeline once on it.
 
     Raises SpecError with what the graph has when names, layout, K, stride or the existence width disagree.
-    Returns notes: what was checked and what the run decoded.
+    Returns notes: what was checked and what the run decoded. A .tflite is read through the 'tflite' extra.
     """
+    if Path(path).suffix.lower() == ".tflite":
+        with _tflite_as_onnx(Path(path)) as onnx_path:
+            return check_spec(onnx_path, spec, image)
     from heatdeploy.exporters.onnx import check_spec_against_graph, load_model_proto
     from heatdeploy.runtime import Pipeline
     from heatdeploy.runtime.backends import load_backend

@@ -171,3 +171,19 @@ def test_k_mismatch_lists_the_graph(models: dict[str, zoo.ZooModel]) -> None:
     bad = ModelSpec(keypoints=("a", "b", "c"), input=spec.input, heatmap=spec.heatmap, existence=None)
     with pytest.raises(SpecError, match=r"4 channels.*3 keypoints.*heatmaps \[N,4,16,12\]"):
         check_spec(m.path, bad, _image())
+
+
+def test_a_real_tflite_pose_model_is_read_and_recognised(blazepose_tflite: Path) -> None:
+    """MediaPipe's BlazePose: NHWC heatmap logits, a flat 39x5 landmark vector, a pose-flag probability and a
+    1-channel segmentation map that must not be taken for the keypoint heatmap."""
+    pytest.importorskip("tflite2onnx", reason="the 'tflite' extra reads .tflite for spec infer")
+    from heatdeploy.models.blazepose import HEATMAP, LANDMARKS, PRESENCE
+
+    spec, notes = infer_spec(blazepose_tflite)
+    assert (spec.input.layout, spec.input.height, spec.input.width) == ("NHWC", 256, 256)
+    assert spec.heatmap is not None and (spec.heatmap.name, spec.heatmap.layout, spec.heatmap.stride) == (
+        HEATMAP, "NHWC", 4)
+    assert spec.num_keypoints == 39 and spec.heatmap.activation == "logits"
+    assert spec.landmarks is not None and spec.landmarks.name == LANDMARKS and len(spec.landmarks.fields) == 5
+    assert spec.existence is not None and (spec.existence.name, spec.existence.per) == (PRESENCE, "instance")
+    assert spec.name == "pose_landmark_full" and "tflite2onnx" in notes[0]
