@@ -55,6 +55,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+METHOD_HELP = "auto (minmax or mean_minmax, whichever is closer to FP32) | minmax | mean_minmax | entropy | " \
+              "percentile | distribution"
+
+
 def cli_errors(fn: F) -> F:
     """Turn known errors into 'error: ...' on stderr and exit code 1, without a traceback."""
 
@@ -166,7 +170,7 @@ def export(
     = None,
     calib: Annotated[str | None, typer.Option(help="INT8 calibration data: image folder, video, .npy/.npz, "
                                                    "or synthetic[:N]")] = None,
-    calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile | distribution")] = "minmax",
+    calib_method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
     calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N calibration samples")] = None,
     seed: Annotated[int, typer.Option(help="calibration subset seed")] = 0,
     keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",
@@ -237,7 +241,7 @@ def export(
     console.print(f"bundle written: {out}")
 
 
-def add_int8(bundle: Path, calib: str | None, *, method: str = "minmax", calib_size: int | None = None,
+def add_int8(bundle: Path, calib: str | None, *, method: str = "auto", calib_size: int | None = None,
              seed: int = 0, keep_fp32: str = "auto", activation_type: str = "auto",
              symmetric_activations: bool = False) -> Any:
     """Calibrate and add the ORT INT8 artifact; print what stayed FP32 and what runs INT8."""
@@ -257,7 +261,7 @@ def add_int8(bundle: Path, calib: str | None, *, method: str = "minmax", calib_s
 def calibrate(
     model: Annotated[Path, typer.Argument(help="bundle directory (made by 'heatdeploy export')")],
     data: Annotated[str, typer.Option(help="image folder, video, .npy/.npz, or synthetic[:N]")],
-    method: Annotated[str, typer.Option(help="minmax | entropy | percentile | distribution")] = "minmax",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
     calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N samples")] = None,
     seed: Annotated[int, typer.Option(help="subset seed")] = 0,
     keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",

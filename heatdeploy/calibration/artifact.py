@@ -14,7 +14,7 @@ CALIBRATION_JSON = "calibration.json"
 TRT_CACHE = "calibration.cache"
 
 
-def add_onnx_int8(bundle_dir: str | Path, calib: str, *, method: str = "minmax", calib_size: int | None = None,
+def add_onnx_int8(bundle_dir: str | Path, calib: str, *, method: str = "auto", calib_size: int | None = None,
                   seed: int = 0, keep_fp32: str | list[str] = "auto", every_n: int = 10,
                   symmetric_activations: bool = False, **options: Any) -> tuple[Artifact, Any]:
     """Quantize the bundle's FP32 ONNX from ``calib`` and record model, ranges and TensorRT cache in it.

@@ -31,6 +31,7 @@ from heatdeploy.calibration.sources import CalibrationError
 METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "minmax": CalibrationMethod.MinMax,
+    "mean_minmax": CalibrationMethod.MinMax,  # per-sample min/max, averaged over samples (NNCF's MEAN_MINMAX)
     "percentile": CalibrationMethod.Percentile,
     "distribution": CalibrationMethod.Distribution,
 }
@@ -84,6 +85,8 @@ class CalibOptions:
             return {"num_bins": self.num_bins, "percentile": self.percentile, "symmetric": True}
         if self.method == "distribution":
             return {"num_bins": self.num_bins}
+        if self.method == "mean_minmax":
+            return {"symmetric": False, "moving_average": True}
         return {"symmetric": False}  # keep the observed min and max; the quantizer symmetrises
 
 
@@ -131,15 +134,22 @@ def collect_ranges(model_path: Path, input_name: str, batches: Iterable[np.ndarr
         extra_options=options.calibrator_options(),
     )
     n_batches = n_samples = 0
+    mean = options.method == "mean_minmax"
     with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress on every call
         for batch in batches:
-            calibrator.collect_data(_OneBatch({input_name: batch}))
+            for feed in (np.split(batch, len(batch)) if mean else [batch]):
+                # mean_minmax: one sample per call, and the moving average's weight set to 1/(n+1) makes
+                # ORT's merge a running arithmetic mean of per-sample ranges (outliers of one image no longer
+                # set the range for all; NNCF's default for activations)
+                calibrator.averaging_constant = 1.0 / (n_samples + 1)
+                calibrator.collect_data(_OneBatch({input_name: feed}))
+                n_samples += len(feed) if mean else 0
             n_batches += 1
-            n_samples += len(batch)
+            n_samples += 0 if mean else len(batch)
         if n_batches == 0:
             raise CalibrationError("calibration data yielded no batches")
         tensors = calibrator.compute_data()
-    if options.method == "minmax":
+    if options.method in ("minmax", "mean_minmax"):
         observed = {k: (_scalar(v.range_value[0]), _scalar(v.range_value[1])) for k, v in tensors.items()}
     else:
         hist = calibrator.collector.histogram_dict  # (hist, edges, min, max[, threshold]) per tensor

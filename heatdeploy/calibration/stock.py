@@ -58,3 +58,47 @@ def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
                                      "after quant_pre_process", "calibration": source.record()})
     bundle.save()
     return art
+
+
+NNCF_STOCK_NAME = "openvino-int8-stock"
+NNCF_STOCK_PATH = "openvino/model.int8-stock.xml"
+
+
+def add_stock_nncf(bundle_dir: str | Path, calib: str = "synthetic:128", *, calib_size: int | None = None,
+                   seed: int = 0) -> Any:
+    """Add ``nncf.quantize(model, dataset)`` with NNCF's defaults as artifact ``openvino-int8-stock``.
+
+    Stock = the bundle's FP32 ONNX through ``openvino.convert_model`` and ``nncf.quantize`` with nothing but
+    the dataset (one preprocessed calibration image per item, the same images heatdeploy's OpenVINO INT8
+    uses): performance preset, every quantizable op, outputs' producers included.
+    """
+    import shutil
+
+    import nncf
+    import openvino as ov
+
+    from heatdeploy.bundle import Bundle
+    from heatdeploy.calibration.sources import open_source
+    from heatdeploy.exporters.openvino import embed_rt_info
+
+    bundle = Bundle.load(bundle_dir)
+    fp32 = bundle.artifact(format="onnx", precision="fp32")
+    source = open_source(bundle.spec, calib, calib_size, seed, 10)
+    items = [x[i:i + 1] for x in source.batches(8) for i in range(len(x))]
+    model = ov.convert_model(str(bundle.path_of(fp32)))
+    quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    embed_rt_info(quantized, bundle.spec, "int8", {"recipe": "nncf.quantize defaults"})  # compiled with f32 hint
+    tmp = Path(tempfile.mkdtemp(prefix=".stock-nncf-", suffix=".partial", dir=bundle.root))
+    try:
+        xml = tmp / Path(NNCF_STOCK_PATH).name
+        ov.save_model(quantized, str(xml), compress_to_fp16=False)
+        fresh = Bundle.load(bundle.root, verify=False)
+        art = fresh.add_file(xml, NNCF_STOCK_PATH, name=NNCF_STOCK_NAME, format="openvino", precision="int8",
+                             backend="openvino", tools={"openvino": ov.get_version(), "nncf": nncf.__version__},
+                             extra={str(Path(NNCF_STOCK_PATH).with_suffix(".bin").as_posix()): xml.with_suffix(".bin")},
+                             notes={"source_artifact": fp32.name, "recipe": "nncf.quantize defaults",
+                                    "calibration": source.record()})
+        fresh.save()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return art

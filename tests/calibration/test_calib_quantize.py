@@ -165,6 +165,33 @@ def test_percentile_and_distribution_run(tiny_model: Path, spec: ModelSpec, tmp_
         assert got.batches == 2 and got.samples == 8 and "r1" in got.observed
 
 
+def test_mean_minmax_is_the_mean_of_per_sample_ranges(tiny_model: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((3, 3, 64, 48)).astype(np.float32) * s for s in (1.0, 4.0)]
+    got = collect_ranges(tiny_model, "image", iter(batches), CalibOptions("mean_minmax"), tmp_path / "m.json",
+                         tmp_path)
+    per = [collect_ranges(tiny_model, "image", iter([b[i:i + 1]]), CalibOptions("minmax"),
+                          tmp_path / f"{j}-{i}.json", tmp_path).observed
+           for j, b in enumerate(batches) for i in range(len(b))]
+    whole = collect_ranges(tiny_model, "image", iter(batches), CalibOptions("minmax"), tmp_path / "w.json", tmp_path)
+    assert got.samples == 6 and got.observed.keys() == whole.observed.keys()
+    for name, (lo, hi) in got.observed.items():
+        assert lo == pytest.approx(np.mean([r[name][0] for r in per]), rel=1e-5, abs=1e-6)
+        assert hi == pytest.approx(np.mean([r[name][1] for r in per]), rel=1e-5, abs=1e-6)
+    assert any(got.observed[n][1] < 0.9 * whole.observed[n][1] for n in got.observed)  # narrower than global
+
+
+def test_auto_method_measures_both_and_keeps_the_closer(tiny_model: Path, image_dir: Path, spec: ModelSpec,
+                                                         tmp_path: Path) -> None:
+    report = quantize_onnx_int8(tiny_model, tmp_path / "auto.onnx", spec, ImageFolderSource(spec, image_dir),
+                                keep_fp32="base", use_cache=False)
+    choice = report.options["method_choice"]
+    assert set(choice["candidates"]) == {"minmax", "mean_minmax"}
+    scores = {k: v["score"] for k, v in choice["candidates"].items()}
+    assert report.method == choice["chosen"] == min(scores, key=lambda k: (scores[k], k != "minmax"))
+    assert report.options["method"] == "auto" and report.ranges["method"] == report.method
+
+
 def test_calibration_streams_one_batch_per_call(tiny_model: Path, image_dir: Path, spec: ModelSpec,
                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each collect_data call sees one batch, so ORT never holds more than one batch of activations."""
