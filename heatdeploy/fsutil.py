@@ -71,3 +71,18 @@ def read_toml(path: Path, kind: str, error: type[Exception]) -> dict:
         raise error(f"{path}: not a text file; a {kind} is TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML ({exc})") from None
+
+
+CACHE_ENV = "HEATDEPLOY_CACHE"  # heatdeploy's cache root (calibration ranges, fetched models)
+
+
+def cache_dir(sub: str) -> Path:
+    """``$HEATDEPLOY_CACHE/<sub>``, else ``$XDG_CACHE_HOME/heatdeploy/<sub>`` or ``~/.cache/heatdeploy/<sub>``."""
+    import os
+
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / sub
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "heatdeploy" / sub

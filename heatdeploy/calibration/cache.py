@@ -22,21 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heatdeploy.fsutil import sha256_file
+from heatdeploy.fsutil import cache_dir, sha256_file
 
 SCHEMA = 1
-ENV = "HEATDEPLOY_CACHE"  # heatdeploy's cache root; calibration uses <root>/calib
 _META = "meta.json"
 
 
 def default_cache_dir() -> Path:
     """``$HEATDEPLOY_CACHE/calib``, else ``$XDG_CACHE_HOME/heatdeploy/calib`` or ``~/.cache/heatdeploy/calib``."""
-    root = os.environ.get(ENV)
-    if root:
-        return Path(root).expanduser() / "calib"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "heatdeploy" / "calib"
+    return cache_dir("calib")
 
 
 def cache_key(**parts: Any) -> str:

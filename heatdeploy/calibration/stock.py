@@ -79,7 +79,7 @@ def add_stock_nncf(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
 
     from heatdeploy.bundle import Bundle
     from heatdeploy.calibration.sources import open_source
-    from heatdeploy.exporters.openvino import embed_rt_info
+    from heatdeploy.exporters.openvino import embed_rt_info, record_ir
 
     bundle = Bundle.load(bundle_dir)
     fp32 = bundle.artifact(format="onnx", precision="fp32")
@@ -92,13 +92,10 @@ def add_stock_nncf(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
     try:
         xml = tmp / Path(NNCF_STOCK_PATH).name
         ov.save_model(quantized, str(xml), compress_to_fp16=False)
-        fresh = Bundle.load(bundle.root, verify=False)
-        art = fresh.add_file(xml, NNCF_STOCK_PATH, name=NNCF_STOCK_NAME, format="openvino", precision="int8",
-                             backend="openvino", tools={"openvino": ov.get_version(), "nncf": nncf.__version__},
-                             extra={str(Path(NNCF_STOCK_PATH).with_suffix(".bin").as_posix()): xml.with_suffix(".bin")},
-                             notes={"source_artifact": fp32.name, "recipe": "nncf.quantize defaults",
-                                    "calibration": source.record()})
-        fresh.save()
+        art = record_ir(bundle.root, xml, precision="int8", name=NNCF_STOCK_NAME, rel=NNCF_STOCK_PATH,
+                        tools={"openvino": ov.get_version(), "nncf": nncf.__version__},
+                        notes={"source_artifact": fp32.name, "recipe": "nncf.quantize defaults",
+                               "calibration": source.record(), "inference_precision": "f32"})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return art

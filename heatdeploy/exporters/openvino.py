@@ -186,7 +186,6 @@ def add_openvino_artifact(
     embed_rt_info(model, spec, precision, extra_rt)
 
     rel = artifact_path(precision)
-    rel_bin = str(Path(rel).with_suffix(".bin").as_posix())
     bundle.path_of(rel).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".openvino-", suffix=".partial", dir=root))
     try:
@@ -207,26 +206,38 @@ def add_openvino_artifact(
         if check:
             notes["check"] = _check_against_onnx(xml, onnx_path, spec)
         notes["total_s"] = round(time.perf_counter() - t_start, 3)
-        # Re-read the manifest now: another step may have added an artifact meanwhile.
-        fresh = Bundle.load(root, verify=False)
-        art = fresh.add_file(xml, rel, name=artifact_name(precision), format="openvino", precision=precision,
-                             backend="openvino", tools=tools, extra={rel_bin: xml.with_suffix(".bin")},
-                             calibration=calibration, notes=notes)
-        fresh.save()
+        art = record_ir(root, xml, precision=precision, tools=tools, calibration=calibration, notes=notes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s", summary_line(art))
     return art
 
 
-def summary_line(art: Artifact) -> str:
+def record_ir(root: Path, xml: Path, *, precision: str, tools: dict[str, str], notes: dict[str, Any],
+              calibration: dict[str, Any] | None = None, name: str | None = None, rel: str | None = None) -> Artifact:
+    """Move a written IR (``xml`` + its ``.bin``) into the bundle at ``rel`` and record it in the manifest.
+
+    The manifest is re-read here: another step may have added an artifact meanwhile.
+    """
+    rel = rel or artifact_path(precision)
+    fresh = Bundle.load(root, verify=False)
+    fresh.path_of(rel).parent.mkdir(parents=True, exist_ok=True)
+    art = fresh.add_file(xml, rel, name=name or artifact_name(precision), format="openvino", precision=precision,
+                         backend="openvino", tools=tools,
+                         extra={str(Path(rel).with_suffix(".bin").as_posix()): xml.with_suffix(".bin")},
+                         calibration=calibration, notes=notes)
+    fresh.save()
+    return art
+
+
+def summary_line(art: Artifact, checked_against: str = "ORT FP32") -> str:
     """One line for the CLI: what was written, how, and (INT8) what NNCF did."""
     text = (f"{art.name}: {art.path} (weights {art.notes.get('weights', '?')}; "
             f"inference precision {art.notes.get('inference_precision', '?')})")
     check = art.notes.get("check")
     if isinstance(check, dict) and "max_abs_diff" in check:
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in check["max_abs_diff"].items())
-        text += f"; max |OV - ORT FP32|: {diffs}"
+        text += f"; max |OV - {checked_against}|: {diffs}"
     if art.calibration and art.calibration.get("summary"):
         text += f"; {art.calibration['summary']}"
     return text

@@ -217,7 +217,6 @@ def add_tflite_openvino_artifact(bundle_dir: str | Path, tflite: str | Path, pre
             ranking_subset_size=100)
     ovx.embed_rt_info(model, spec, precision, {"source_tflite_sha256": digest})
     rel = ovx.artifact_path(precision)
-    rel_bin = Path(rel).with_suffix(".bin").as_posix()
     bundle.path_of(rel).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".openvino-", suffix=".partial", dir=root))
     try:
@@ -233,11 +232,7 @@ def add_tflite_openvino_artifact(bundle_dir: str | Path, tflite: str | Path, pre
         if check:
             notes["check"] = _check_against_tflite(xml, path, spec)
         notes["total_s"] = round(time.perf_counter() - t0, 3)
-        fresh = Bundle.load(root, verify=False)  # another step may have added an artifact meanwhile
-        art = fresh.add_file(xml, rel, name=ovx.artifact_name(precision), format="openvino", precision=precision,
-                             backend="openvino", tools=tools, extra={rel_bin: xml.with_suffix(".bin")},
-                             calibration=calibration, notes=notes)
-        fresh.save()
+        art = ovx.record_ir(root, xml, precision=precision, tools=tools, calibration=calibration, notes=notes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return art
@@ -245,15 +240,9 @@ def add_tflite_openvino_artifact(bundle_dir: str | Path, tflite: str | Path, pre
 
 def summary_line(art: Artifact) -> str:
     """One line for the CLI: what was written and how far it is from OpenVINO f32 on the .tflite."""
-    text = (f"{art.name}: {art.path} (weights {art.notes.get('weights', '?')}; "
-            f"inference precision {art.notes.get('inference_precision', '?')})")
-    check = art.notes.get("check")
-    if isinstance(check, dict) and "max_abs_diff" in check:
-        diffs = ", ".join(f"{k} {v:.2e}" for k, v in check["max_abs_diff"].items())
-        text += f"; max |IR - OpenVINO f32 on the .tflite|: {diffs}"
-    if art.calibration and art.calibration.get("summary"):
-        text += f"; {art.calibration['summary']}"
-    return text
+    from heatdeploy.exporters import openvino as ovx
+
+    return ovx.summary_line(art, "OpenVINO f32 on the .tflite")
 
 
 def _seeded_inputs(spec: ModelSpec, n: int = 2) -> list[np.ndarray]:

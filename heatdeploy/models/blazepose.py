@@ -24,7 +24,6 @@ person frames the flag averages 0.92 (96% above 0.5); on the 40 others 0.03 (all
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from heatdeploy.exporters.sources import SourceError
-from heatdeploy.fsutil import atomic_write_bytes, sha256_file
+from heatdeploy.fsutil import atomic_write_bytes, cache_dir, sha256_file
 
 if TYPE_CHECKING:
     from heatdeploy.spec import ModelSpec
@@ -46,7 +45,6 @@ MEMBER = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
 FILENAME = "pose_landmark_full.tflite"
 SHA256 = "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f"
 SIZE = 6_440_512
-ENV = "HEATDEPLOY_CACHE"
 PIP_TIMEOUT_S = 600
 
 INPUT = "input_1"
@@ -94,12 +92,7 @@ class BlazePoseError(SourceError):
 
 def default_cache_dir() -> Path:
     """``$HEATDEPLOY_CACHE/models``, else ``$XDG_CACHE_HOME/heatdeploy/models`` or ``~/.cache/heatdeploy/models``."""
-    root = os.environ.get(ENV)
-    if root:
-        return Path(root).expanduser() / "models"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "heatdeploy" / "models"
+    return cache_dir("models")
 
 
 def fetch_blazepose(dest_dir: str | Path | None = None) -> Path:

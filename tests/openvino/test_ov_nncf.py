@@ -141,3 +141,19 @@ def test_validator_scores_against_ground_truth_when_labelled(tiny_bundle: Path) 
     metric, per_item = by_truth(compile_f32(model), range(6))
     assert metric == pytest.approx(100.0 * 17 / 18)
     assert per_item[0] == pytest.approx(100.0 * 2 / 3) and per_item[1:] == [100.0] * 5
+
+
+def test_stock_nncf_baseline_quantizes_the_output_producers(int8_bundle: Path) -> None:
+    """The baseline is what a user gets from ``nncf.quantize(model, dataset)``: its head conv is INT8 (ours keeps
+    it float), it is recorded beside ours, and parity can compare both on the same inputs."""
+    from heatdeploy.calibration.stock import NNCF_STOCK_NAME, add_stock_nncf
+    from heatdeploy.runtime.parity import run_parity
+
+    art = add_stock_nncf(int8_bundle, "synthetic:32")
+    b = Bundle.load(int8_bundle)
+    assert b.artifact(NNCF_STOCK_NAME).sha256 == art.sha256 and art.backend == "openvino"
+    layers = layer_precisions(read_model(b.path_of(art)))
+    assert layers["head_conv/WithoutBiases"] == "int8"
+    assert load(b.path_of(art)).compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    result = run_parity(int8_bundle, NNCF_STOCK_NAME, data="synthetic:4")
+    assert result.keypoints.keypoints_total > 0 and np.isfinite(result.keypoints.mean_displacement_hm)
