@@ -78,11 +78,21 @@ CACHE_ENV = "HEATDEPLOY_CACHE"  # heatdeploy's cache root (calibration ranges, f
 
 def cache_dir(sub: str) -> Path:
     """``$HEATDEPLOY_CACHE/<sub>``, else ``$XDG_CACHE_HOME/heatdeploy/<sub>`` or ``~/.cache/heatdeploy/<sub>``."""
-    import os
-
     root = os.environ.get(CACHE_ENV)
     if root:
         return Path(root).expanduser() / sub
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "heatdeploy" / sub
+
+
+@contextmanager
+def working_dir(path: Path) -> Iterator[Path]:
+    """Run a tool that drops temporaries in the current directory (ORT's symbolic shape inference writes
+    ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` there when it fails) inside ``path`` instead."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(before)

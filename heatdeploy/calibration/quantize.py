@@ -58,7 +58,7 @@ from heatdeploy.calibration.sensitivity import LayerResult, keypoint_agreement, 
 from heatdeploy.calibration.session import DISABLED_OPTIMIZERS, int8_session
 from heatdeploy.calibration.session import METADATA_KEY as ORT_OPTIONS_KEY
 from heatdeploy.calibration.sources import CalibrationError, CalibrationSource
-from heatdeploy.fsutil import atomic_copy, sha256_file
+from heatdeploy.fsutil import atomic_copy, sha256_file, working_dir
 from heatdeploy.spec import METADATA_KEY, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -355,10 +355,11 @@ def _activation_type(activation_type: str) -> tuple[str, str]:
 
 def _pre_process(src: Path, work: Path) -> tuple[Path, str]:
     """ORT's quant_pre_process (shape inference + basic fusion); skipped with a reason if it fails."""
-    dst = work / "fp32_pre.onnx"
+    src, dst = Path(src).resolve(), (work / "fp32_pre.onnx").resolve()
     note = "onnxruntime quant_pre_process (shape inference + basic optimisation)"
     try:
-        quant_pre_process(str(src), str(dst))
+        with working_dir(work):  # a failing symbolic shape inference leaves temporaries in the cwd
+            quant_pre_process(str(src), str(dst))
     except Exception as exc:  # symbolic shape inference is the usual culprit on unusual graphs
         try:
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)

@@ -31,6 +31,7 @@ def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
 
     from heatdeploy.bundle import Bundle
     from heatdeploy.calibration.sources import open_source
+    from heatdeploy.fsutil import working_dir
 
     bundle = Bundle.load(bundle_dir)
     fp32 = bundle.artifact(format="onnx", precision="fp32")
@@ -47,10 +48,12 @@ def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
 
     with tempfile.TemporaryDirectory(prefix="heatdeploy-stock-", dir=bundle.root.parent) as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / STOCK_PATH
+        src = bundle.path_of(fp32).resolve()
         try:
-            quant_pre_process(str(bundle.path_of(fp32)), str(pre))
+            with working_dir(Path(tmp)):  # where a failing symbolic shape inference leaves its temporaries
+                quant_pre_process(str(src), str(pre.resolve()))
         except Exception:  # ORT's symbolic shape inference gives up on some converted graphs (TFLite)
-            quant_pre_process(str(bundle.path_of(fp32)), str(pre), skip_symbolic_shape=True)
+            quant_pre_process(str(src), str(pre.resolve()), skip_symbolic_shape=True)
         quantize_static(str(pre), str(out), _Reader())
         art = bundle.add_file(out, STOCK_PATH, name=STOCK_NAME, format="onnx", precision="int8",
                               backend="onnxruntime", tools={"onnxruntime": ort.__version__},
