@@ -463,14 +463,18 @@ def spec_infer_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model (or .tflite, with the 'tflite' extra)")],
     names: Annotated[str | None, typer.Option("--names", help="comma-separated keypoint names")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the proposal here")] = None,
+    data: Annotated[str | None, typer.Option(help="images to judge logits vs probabilities on (folder, video, "
+                                                   ".npy/.npz); default: random inputs")] = None,
+    data_size: Annotated[int, typer.Option(help="images used from --data")] = 8,
 ) -> None:
     """Propose a ModelSpec from the graph (layouts, stride, heatmap/existence outputs, logits or not).
 
-    Example: heatdeploy spec infer model.onnx --names nose,left_eye,right_eye --out spec.json
+    Example: heatdeploy spec infer model.onnx --names nose,left_eye,right_eye --data images/ --out spec.json
     """
     from heatdeploy.spec_infer import infer_spec, write_spec_proposal
 
-    spec, notes = infer_spec(model, keypoint_names=names.split(",") if names else None)
+    spec, notes = infer_spec(model, keypoint_names=names.split(",") if names else None, data=data,
+                             data_size=data_size)
     for n in notes:
         console.print(f"- {n}", highlight=False, soft_wrap=True)
     if out is not None:

@@ -122,8 +122,9 @@ def _input_layout(dims: list[Any], name: str, notes: list[str]) -> tuple[Layout,
 
 
 def _probe(path: Path, proto: onnx.ModelProto, in_name: str, in_dims: list[Any], seed: int,
-           samples: int) -> dict[str, list[np.ndarray]]:
-    """Run the model on a few random inputs (standard normal, like normalised pixels) and keep every output."""
+           samples: int, images: list[np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
+    """Run the model on ``images`` (preprocessed, one per run) or a few random inputs (standard normal, like
+    normalised pixels) and keep every output."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -139,8 +140,9 @@ def _probe(path: Path, proto: onnx.ModelProto, in_name: str, in_dims: list[Any],
     rng = np.random.default_rng(seed)
     names = [o.name for o in sess.get_outputs()]
     got: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for _ in range(samples):
-        x = rng.standard_normal(shape).astype(dtype)
+    feeds = ([x.astype(dtype) for x in images] if images is not None
+             else [rng.standard_normal(shape).astype(dtype) for _ in range(samples)])
+    for x in feeds:
         for n, v in zip(names, sess.run(names, {in_name: x}), strict=True):
             got[n].append(np.asarray(v))
     return got
@@ -178,24 +180,24 @@ def _heatmap_candidates(out: _Out, h: int, w: int) -> list[_HeatmapCandidate]:
     return found
 
 
-def _heatmap_activation(values: np.ndarray) -> tuple[Activation, str]:
+def _heatmap_activation(values: np.ndarray, seen: str) -> tuple[Activation, str]:
     """Like _activation, but a regression heatmap (MSE to Gaussians, no sigmoid) strays a little outside
     [0, 1]; only a clear excursion (below -0.5 or above 1.5) means logits."""
     if values.size and float(values.min()) >= -0.5 and float(values.max()) <= 1.5:
         lo, hi = float(values.min()), float(values.max())
-        return "probabilities", (f"values over {_SAMPLES} random inputs range [{lo:.3g}, {hi:.3g}]: a "
+        return "probabilities", (f"values over {seen} range [{lo:.3g}, {hi:.3g}]: a "
                                  "probability or regression (MSE-to-Gaussian) heatmap; logits stray further")
-    return _activation(values)
+    return _activation(values, seen)
 
 
-def _activation(values: np.ndarray) -> tuple[Activation, str]:
+def _activation(values: np.ndarray, seen: str) -> tuple[Activation, str]:
     """Logits when any probe value leaves [0, 1]; probabilities otherwise (a sigmoid/softmax head)."""
     if values.size == 0:
         return "logits", "no values seen"
     lo, hi = float(values.min()), float(values.max())
     if lo < 0.0 or hi > 1.0:
-        return "logits", f"values over {_SAMPLES} random inputs range [{lo:.3g}, {hi:.3g}], outside [0, 1]"
-    return "probabilities", (f"values over {_SAMPLES} random inputs stay inside [0, 1] ([{lo:.3g}, {hi:.3g}]); "
+        return "logits", f"values over {seen} range [{lo:.3g}, {hi:.3g}], outside [0, 1]"
+    return "probabilities", (f"values over {seen} stay inside [0, 1] ([{lo:.3g}, {hi:.3g}]); "
                              "a logit head that stays inside [0, 1] would look the same, so check it")
 
 
@@ -225,7 +227,8 @@ class _Head:
 
 
 def _heatmap_head(path: Path, proto: onnx.ModelProto, probe: dict[str, list[np.ndarray]], outs: list[_Out],
-                  h: int, w: int, layout: Layout, keypoint_names: list[str] | None, notes: list[str]) -> _Head:
+                  h: int, w: int, layout: Layout, keypoint_names: list[str] | None, notes: list[str],
+                  seen: str) -> _Head:
     """Pick the keypoint heatmap among 4-D outputs, K and the keypoint channels, and its activation."""
     cands = [cand for o in outs for cand in _heatmap_candidates(o, h, w)]
     if not cands:
@@ -286,7 +289,7 @@ def _heatmap_head(path: Path, proto: onnx.ModelProto, probe: dict[str, list[np.n
         if keypoint_names is None:
             notes.append(f"K = {k} from the heatmap channels; if some are background/PAF channels pass --names "
                          "with the real keypoints (the first len(names) channels are used)")
-    act, why = _heatmap_activation(sel.astype(np.float64))
+    act, why = _heatmap_activation(sel.astype(np.float64), seen)
     notes.append(f"heatmap {hm.out.name!r} {hm.out.shown}: layout {hm.layout}, {hm.channels} channels, "
                  f"stride {hm.stride} (input {h}x{w} / heatmap {h // hm.stride}x{w // hm.stride}); "
                  f"activation {act}: {why}")
@@ -295,7 +298,8 @@ def _heatmap_head(path: Path, proto: onnx.ModelProto, probe: dict[str, list[np.n
                                                              stride=hm.stride, activation=act, channels=channels))
 
 
-def _simcc_head(outs: list[_Out], h: int, w: int, names: list[str] | None, notes: list[str]) -> _Head | None:
+def _simcc_head(outs: list[_Out], h: int, w: int, names: list[str] | None, notes: list[str],
+                seen: str) -> _Head | None:
     """Two 3-D outputs [N,K,W*r] and [N,K,H*r] with one split ratio r: a SimCC head."""
     three = [o for o in outs if len(o.dims) == 3 and o.dims[2] > 1]
     for ox in three:
@@ -306,7 +310,7 @@ def _simcc_head(outs: list[_Out], h: int, w: int, names: list[str] | None, notes
             if r <= 0 or abs(oy.dims[2] - h * r) > 0.5 or round(w * r) != ox.dims[2]:
                 continue
             k = ox.dims[1]
-            act, why = _activation(np.concatenate([ox.values, oy.values]))
+            act, why = _activation(np.concatenate([ox.values, oy.values]), seen)
             notes.append(f"SimCC head: {ox.name!r} {ox.shown} classifies x over {ox.dims[2]} bins and {oy.name!r} "
                          f"{oy.shown} y over {oy.dims[2]} for input {w}x{h}: split ratio {r:g}, K = {k}; "
                          f"activation {act}: {why}")
@@ -315,7 +319,8 @@ def _simcc_head(outs: list[_Out], h: int, w: int, names: list[str] | None, notes
     return None
 
 
-def _centre_head(outs: list[_Out], h: int, w: int, names: list[str] | None, notes: list[str]) -> _Head | None:
+def _centre_head(outs: list[_Out], h: int, w: int, names: list[str] | None, notes: list[str],
+                 seen: str) -> _Head | None:
     """A 1-channel map next to a 2K-channel map of the same size: centres and keypoint offsets (CenterNet)."""
     maps = [c for o in outs for c in _heatmap_candidates(o, h, w)]
     for centre in (c for c in maps if c.channels == 1):
@@ -326,12 +331,12 @@ def _centre_head(outs: list[_Out], h: int, w: int, names: list[str] | None, note
             continue
         off = offsets[0]
         k = off.channels // 2
-        act, why = _heatmap_activation(centre.out.values)
+        act, why = _heatmap_activation(centre.out.values, seen)
         kp = [c for c in maps if c.channels == k and c.layout == centre.layout and c.out not in (centre.out, off.out)]
         used = [centre.out.name, off.out.name]
         heatmap = None
         if kp:
-            kact, _ = _heatmap_activation(kp[0].out.values)
+            kact, _ = _heatmap_activation(kp[0].out.values, seen)
             heatmap = HeatmapSpec(name=kp[0].out.name, layout=kp[0].layout, stride=kp[0].stride, activation=kact)
             used.append(kp[0].out.name)
         notes.append(f"centre head: {centre.out.name!r} {centre.out.shown} (1 channel, stride {centre.stride}) with "
@@ -381,20 +386,37 @@ def _tflite_as_onnx(path: Path) -> Iterator[Path]:
             raise SpecError(str(exc).replace(str(onnx_path), str(path))) from None
 
 
-def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None,
-               seed: int = 0) -> tuple[ModelSpec, list[str]]:
+def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None, seed: int = 0,
+               data: str | Path | None = None, data_size: int = 8) -> tuple[ModelSpec, list[str]]:
     """Propose a ModelSpec for an ONNX (or .tflite, through the 'tflite' extra) model; see :func:`_infer_onnx`."""
     path = Path(path)
+    kw = {"keypoint_names": keypoint_names, "seed": seed, "data": data, "data_size": data_size}
     if path.suffix.lower() != ".tflite":
-        return _infer_onnx(path, keypoint_names=keypoint_names, seed=seed)
+        return _infer_onnx(path, **kw)  # type: ignore[arg-type]
     with _tflite_as_onnx(path) as onnx_path:
-        spec, notes = _infer_onnx(onnx_path, keypoint_names=keypoint_names, seed=seed)
+        spec, notes = _infer_onnx(onnx_path, **kw)  # type: ignore[arg-type]
     note = f"read {path.name} through tflite2onnx (names and NHWC layouts as in the .tflite)"
     return dataclasses.replace(spec, name=path.stem), [note, *notes]
 
 
-def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None,
-                seed: int = 0) -> tuple[ModelSpec, list[str]]:
+def _data_inputs(data: str | Path, size: int, seed: int, name: str, layout: Layout, h: int, w: int,
+                 c: int) -> list[np.ndarray]:
+    """Real images (a folder, video, .npy/.npz or synthetic:N) through the runtime's preprocess with the
+    proposal's input defaults: logits vs probabilities judged on what the model really sees."""
+    from heatdeploy.calibration.sources import CalibrationError, open_source
+
+    mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if c == 3 else ((0.449,), (0.226,))
+    probe_spec = ModelSpec(keypoints=("probe",), input=InputSpec(name=name, layout=layout, height=h, width=w,
+                                                                 channels=c, mean=mean, std=std))
+    try:
+        batches = list(open_source(probe_spec, str(data), size, seed).batches(1))
+    except CalibrationError as exc:
+        raise SpecError(f"--data: {exc}") from None
+    return batches
+
+
+def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, seed: int = 0,
+                data: str | Path | None = None, data_size: int = 8) -> tuple[ModelSpec, list[str]]:
     """Propose a ModelSpec for an ONNX model, with one note per guess saying why it was made.
 
     Shapes come from the graph (shape inference when dims are missing, then one probe run); logits vs
@@ -422,12 +444,15 @@ def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None,
     in_dims = value_dims(inp) or []
     layout, h, w, c = _input_layout(in_dims, inp.name, notes)
 
-    probe = _probe(path, proto, inp.name, in_dims, seed, _SAMPLES)
+    images = _data_inputs(data, data_size, seed, inp.name, layout, h, w, c) if data is not None else None
+    probe = _probe(path, proto, inp.name, in_dims, seed, _SAMPLES, images)
+    seen = f"{_SAMPLES} random inputs" if images is None else f"{len(images)} images from {data}"
     outs = _outputs(proto, probe)
 
-    head = _simcc_head(outs, h, w, keypoint_names, notes) or _centre_head(outs, h, w, keypoint_names, notes)
+    head = (_simcc_head(outs, h, w, keypoint_names, notes, seen)
+            or _centre_head(outs, h, w, keypoint_names, notes, seen))
     if head is None:
-        head = _heatmap_head(path, proto, probe, outs, h, w, layout, keypoint_names, notes)
+        head = _heatmap_head(path, proto, probe, outs, h, w, layout, keypoint_names, notes, seen)
         head = _with_landmarks(head, outs, h, w, notes)
     k, used = head.k, set(head.used)
     non_hm = [o for o in outs if o.name not in used]
@@ -438,7 +463,7 @@ def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None,
     ex_cands.sort(key=lambda t: 0 if t[1] == "keypoint" else 1)
     if ex_cands:
         o, per = ex_cands[0]
-        eact, ewhy = _activation(o.values)
+        eact, ewhy = _activation(o.values, seen)
         existence = ExistenceSpec(name=o.name, per=per, activation=eact)  # type: ignore[arg-type]
         amb = " (K = 1, so per keypoint and per instance mean the same)" if k == 1 else ""
         notes.append(f"existence {o.name!r} {o.shown}: per {per}{amb}; activation {eact}: {ewhy}")

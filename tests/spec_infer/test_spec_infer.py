@@ -187,3 +187,15 @@ def test_a_real_tflite_pose_model_is_read_and_recognised(blazepose_tflite: Path)
     assert spec.landmarks is not None and spec.landmarks.name == LANDMARKS and len(spec.landmarks.fields) == 5
     assert spec.existence is not None and (spec.existence.name, spec.existence.per) == (PRESENCE, "instance")
     assert spec.name == "pose_landmark_full" and "tflite2onnx" in notes[0]
+
+
+def test_activations_can_be_judged_on_real_images(models: dict[str, zoo.ZooModel], tmp_path: Path) -> None:
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), _image(i))
+    spec, notes = infer_spec(models["simcc"].path, data=tmp_path, data_size=2)
+    assert spec.simcc is not None and spec.simcc.activation == "logits"
+    assert any(f"2 images from {tmp_path}" in n for n in notes) and not any("random inputs" in n for n in notes)
+    with pytest.raises(SpecError, match="--data"):
+        infer_spec(models["simcc"].path, data=tmp_path / "empty-nonexistent")
