@@ -408,35 +408,29 @@ def _restore_layouts(proto: onnx.ModelProto, io: dict[str, list[tuple[str, list[
     from heatdeploy.exporters.onnx import value_dims
 
     g = proto.graph
-    by_in = {v.name: v for v in g.input}
-    by_out = {v.name: v for v in g.output}
-    for name, shape in io["inputs"]:
-        v = by_in.get(name)
-        dims = value_dims(v) if v is not None else None
-        if v is None or dims is None or len(shape) != 4 or dims == shape:
-            continue
-        if dims != [shape[0], shape[3], shape[1], shape[2]]:
-            raise TfliteError(f"{name}: tflite2onnx made the input {dims} from TFLite {shape}; cannot restore it")
-        inner = f"{name}__nchw"
-        for node in g.node:
-            node.input[:] = [inner if i == name else i for i in node.input]
-        g.node.insert(0, helper.make_node("Transpose", [name], [inner], perm=[0, 3, 1, 2], name=f"{name}__to_nchw"))
-        v.CopyFrom(helper.make_tensor_value_info(name, v.type.tensor_type.elem_type or TensorProto.FLOAT, shape))
-        notes.append(f"input {name}: NHWC kept (Transpose to tflite2onnx's NCHW inside)")
-    for name, shape in io["outputs"]:
-        v = by_out.get(name)
-        dims = value_dims(v) if v is not None else None
-        if v is None or dims is None or len(shape) != 4 or dims == shape:
-            continue
-        if dims != [shape[0], shape[3], shape[1], shape[2]]:
-            raise TfliteError(f"{name}: tflite2onnx made the output {dims} from TFLite {shape}; cannot restore it")
-        inner = f"{name}__nchw"
-        for node in g.node:
-            node.output[:] = [inner if o == name else o for o in node.output]
-            node.input[:] = [inner if i == name else i for i in node.input]
-        g.node.append(helper.make_node("Transpose", [inner], [name], perm=[0, 2, 3, 1], name=f"{name}__to_nhwc"))
-        v.CopyFrom(helper.make_tensor_value_info(name, v.type.tensor_type.elem_type or TensorProto.FLOAT, shape))
-        notes.append(f"output {name}: NHWC kept (Transpose from NCHW)")
+    for kind, values in (("input", g.input), ("output", g.output)):
+        by_name = {v.name: v for v in values}
+        for name, shape in io[f"{kind}s"]:
+            v = by_name.get(name)
+            dims = value_dims(v) if v is not None else None
+            if v is None or dims is None or len(shape) != 4 or dims == shape:
+                continue
+            if dims != [shape[0], shape[3], shape[1], shape[2]]:
+                raise TfliteError(f"{name}: tflite2onnx made the {kind} {dims} from TFLite {shape}; cannot restore it")
+            inner = f"{name}__nchw"
+            for node in g.node:
+                node.input[:] = [inner if i == name else i for i in node.input]
+                if kind == "output":
+                    node.output[:] = [inner if o == name else o for o in node.output]
+            if kind == "input":
+                g.node.insert(0, helper.make_node("Transpose", [name], [inner], perm=[0, 3, 1, 2],
+                                                  name=f"{name}__to_nchw"))
+            else:
+                g.node.append(helper.make_node("Transpose", [inner], [name], perm=[0, 2, 3, 1],
+                                               name=f"{name}__to_nhwc"))
+            v.CopyFrom(helper.make_tensor_value_info(name, v.type.tensor_type.elem_type or TensorProto.FLOAT, shape))
+            notes.append(f"{kind} {name}: NHWC kept (Transpose {'to' if kind == 'input' else 'from'} tflite2onnx's "
+                         "NCHW inside)")
 
 
 def _dynamic_batch(proto: onnx.ModelProto, io: dict[str, list[tuple[str, list[int]]]], notes: list[str]) -> None:
