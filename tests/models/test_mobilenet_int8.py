@@ -132,3 +132,30 @@ def test_landmarks_output_survives_ours(compared: dict[str, Any]) -> None:
     print(f"\nlandmarks vs FP32: ours {ours}\n                   stock {stock}")
     assert ours["coord_mean_px"] < stock["coord_mean_px"]
     assert ours["visibility_flips"] <= stock["visibility_flips"]
+
+
+@pytest.fixture(scope="module")
+def compared_ov(compared: dict[str, Any]) -> dict[str, Any]:
+    """Our OpenVINO INT8 (NNCF with heatdeploy's float scope) and stock ``nncf.quantize``, same calibration."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from heatdeploy.calibration.stock import NNCF_STOCK_NAME, add_stock_nncf
+    from heatdeploy.exporters.openvino import add_openvino_artifact
+    from heatdeploy.runtime.parity import run_parity
+
+    bundle = compared["bundle"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEATDEPLOY_CACHE", str(Path(bundle).parent / "cache"))
+        add_openvino_artifact(bundle, "int8", calib=CALIB)
+        add_stock_nncf(bundle, CALIB)
+    return {name: run_parity(bundle, name, data=compared["data"]) for name in ("openvino-int8", NNCF_STOCK_NAME)}
+
+
+# Measured (OpenVINO 2026.4, NNCF 3.4, this eval set): ours 0.196 vs stock nncf.quantize 0.183 heatmap px mean; NNCF's
+# defaults (mean-of-per-sample activation ranges, float outputs through its own patterns) leave no trap to close here.
+@pytest.mark.xfail(strict=True, reason="ours 0.196 vs stock NNCF 0.183 heatmap px mean displacement (needs 5x less)")
+def test_openvino_ours_beats_stock_nncf_by_5x(compared_ov: dict[str, Any]) -> None:
+    from heatdeploy.calibration.stock import NNCF_STOCK_NAME
+
+    ours, stock = compared_ov["openvino-int8"], compared_ov[NNCF_STOCK_NAME]
+    print("\n" + _figures(ours) + "\n" + _figures(stock))
+    assert ours.keypoints.mean_displacement_hm * 5 <= stock.keypoints.mean_displacement_hm
