@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from heatdeploy.errortext import first_line
 from heatdeploy.fsutil import sha256_file
 from heatdeploy.models.synthetic_spec import synthetic_count
 from heatdeploy.runtime.preprocess import ImageError, Preprocessor, load_image
@@ -336,7 +337,7 @@ class ArraySource(CalibrationSource):
         except CalibrationError:
             raise
         except (OSError, ValueError, EOFError) as exc:
-            raise CalibrationError(f"{self.path}: cannot read as a numpy array ({_first_line(exc)}); save "
+            raise CalibrationError(f"{self.path}: cannot read as a numpy array ({first_line(exc)}); save "
                                    "a plain float32 array with np.save / np.savez") from None
 
     def _check(self, arr: np.ndarray) -> None:
@@ -388,9 +389,6 @@ def _pick_key(keys: list[str], input_name: str, path: Path) -> str:
                            f"{input_name!r}; save one array, or name it after the model input")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class SyntheticSource(CalibrationSource):

@@ -32,6 +32,7 @@ import openvino as ov
 
 from heatdeploy import __version__
 from heatdeploy.bundle import Artifact, Bundle, BundleError
+from heatdeploy.errortext import cause_line
 from heatdeploy.fsutil import sha256_file
 from heatdeploy.runtime.backends.openvino import RT_INFERENCE, RT_PRECISION, RT_SECTION, RT_SPEC, spec_from_model
 from heatdeploy.spec import ModelSpec
@@ -68,10 +69,8 @@ def convert_onnx(onnx_path: str | Path, spec: ModelSpec) -> tuple[ov.Model, list
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:
-        first = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        raise OpenVinoExportError(f"{onnx_path}: OpenVINO could not convert the ONNX model "
-                                  f"({first[-1] if first else type(exc).__name__}); check its opset and operators"
-                                  ) from None
+        raise OpenVinoExportError(f"{onnx_path}: OpenVINO could not convert the ONNX model ({cause_line(exc)}); "
+                                  "check its opset and operators") from None
     notes: list[str] = []
     inputs = {n: p for p in model.inputs for n in p.get_names()}
     outputs = {n for p in model.outputs for n in p.get_names()}

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heatdeploy.errortext import first_line
 from heatdeploy.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -91,11 +92,11 @@ def _load_reference(weights: str | None) -> tuple[torch.nn.Module, ModelSpec]:
     try:
         module, spec = load_reference() if weights is None else load_reference(weights)
     except FileNotFoundError as exc:  # its message already says how to get the weights
-        raise SourceError(f"MODEL 'reference': {_first_line(exc)}") from None
+        raise SourceError(f"MODEL 'reference': {first_line(exc, 300)}") from None
     except Exception as exc:
         where = weights or "the shipped reference weights"
         raise SourceError(f"MODEL 'reference': cannot load {where} ({type(exc).__name__}: "
-                          f"{_first_line(exc)}); pass weights trained for the reference model") from None
+                          f"{first_line(exc, 300)}); pass weights trained for the reference model") from None
     return module, spec
 
 
@@ -107,13 +108,13 @@ def _load_pt2(path: Path) -> torch.nn.Module:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise SourceError(f"{path}: cannot load the torch.export program ({_first_line(exc)}); re-save it "
+        raise SourceError(f"{path}: cannot load the torch.export program ({first_line(exc, 300)}); re-save it "
                           f"with torch.export.save using torch {torch.__version__}") from None
     try:
         return program.module()
     except Exception as exc:
         raise SourceError(f"{path}: the torch.export program cannot be turned into a module "
-                          f"({_first_line(exc)}); re-export it with torch.export.export") from None
+                          f"({first_line(exc, 300)}); re-export it with torch.export.export") from None
 
 
 def _load_factory(ref: str) -> torch.nn.Module:
@@ -129,7 +130,7 @@ def _load_factory(ref: str) -> torch.nn.Module:
         raise SourceError(f"{ref}: importing {mod_name!r} failed because it needs {exc.name!r}; install "
                           "that package") from None
     except Exception as exc:
-        raise SourceError(f"{ref}: importing {mod_name!r} raised {type(exc).__name__}: {_first_line(exc)}; "
+        raise SourceError(f"{ref}: importing {mod_name!r} raised {type(exc).__name__}: {first_line(exc, 300)}; "
                           "fix the module") from None
     obj: Any = mod
     for part in attr_path.split("."):
@@ -143,7 +144,7 @@ def _load_factory(ref: str) -> torch.nn.Module:
     try:
         module = obj()
     except Exception as exc:
-        raise SourceError(f"{ref}: calling {attr_path}() raised {type(exc).__name__}: {_first_line(exc)}; "
+        raise SourceError(f"{ref}: calling {attr_path}() raised {type(exc).__name__}: {first_line(exc, 300)}; "
                           "the factory must build the model with no arguments") from None
     if not isinstance(module, torch.nn.Module):
         raise SourceError(f"{ref}: {attr_path}() returned {type(module).__name__}, not a torch.nn.Module")
@@ -159,7 +160,7 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SourceError(f"{path}: cannot read the weights ({_first_line(exc)}); save them with "
+        raise SourceError(f"{path}: cannot read the weights ({first_line(exc, 300)}); save them with "
                           "torch.save(model.state_dict(), path)") from None
     state = obj
     if isinstance(obj, Mapping):
@@ -193,7 +194,7 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except Exception as exc:
-        raise SourceError(f"{path}: weights do not fit the model ({_first_line(exc)})") from None
+        raise SourceError(f"{path}: weights do not fit the model ({first_line(exc, 300)})") from None
 
 
 def _spec_from_module(module: torch.nn.Module, model: str) -> ModelSpec:
@@ -203,7 +204,7 @@ def _spec_from_module(module: torch.nn.Module, model: str) -> ModelSpec:
         try:
             found: Any = fn()
         except Exception as exc:
-            raise SourceError(f"{model}: heatdeploy_spec() raised {type(exc).__name__}: {_first_line(exc)}; "
+            raise SourceError(f"{model}: heatdeploy_spec() raised {type(exc).__name__}: {first_line(exc, 300)}; "
                               "fix it or pass --spec SPEC.json") from None
     else:
         found = getattr(module, "spec", None)  # anything else named 'spec' (a submodule?) is not ours
@@ -215,6 +216,3 @@ def _spec_from_module(module: torch.nn.Module, model: str) -> ModelSpec:
                       "attribute or a heatdeploy_spec() method returning a ModelSpec")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from heatdeploy import __version__
+from heatdeploy.errortext import cause_line
 from heatdeploy.exporters.sources import SourceError
 from heatdeploy.fsutil import atomic_path, sha256_file
 from heatdeploy.spec import ModelSpec
@@ -88,9 +89,8 @@ def convert_tflite_openvino(path: str | Path, spec: ModelSpec | None = None) -> 
     try:
         model = ov.convert_model(str(p))
     except Exception as exc:
-        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        raise TfliteError(f"{p}: OpenVINO could not convert the TFLite model "
-                          f"({lines[-1][:300] if lines else type(exc).__name__}); check its operators") from None
+        raise TfliteError(f"{p}: OpenVINO could not convert the TFLite model ({cause_line(exc, 300)}); "
+                          "check its operators") from None
     notes: list[str] = []
     inputs = {n: port for port in model.inputs for n in port.get_names()}
     if spec is not None:
@@ -315,8 +315,7 @@ def tflite_to_onnx(path: str | Path, out: str | Path, *, spec: ModelSpec | None 
                 tflite2onnx.convert(str(p), str(raw))
             proto = onnx.load(str(raw))
         except Exception as exc:
-            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-            why = f"{type(exc).__name__}: {lines[-1][:200]}" if lines else type(exc).__name__
+            why = f"{type(exc).__name__}: {cause_line(exc, 200)}" if str(exc).strip() else type(exc).__name__
             raise TfliteError(f"{p}: tflite2onnx {version} cannot convert this model ({why}); use --format openvino "
                               "(OpenVINO reads .tflite directly) or export ONNX from the training framework") from None
     notes: list[str] = []

@@ -18,6 +18,7 @@ from heatdeploy.runtime.decode import (
     Decoded,
     HeatmapCodec,
     _sigmoid,
+    argmax_2d,
     existence_probability,
     heatmap_to_input,
     input_to_heatmap,
@@ -69,11 +70,19 @@ def _presence(decoded_scores: np.ndarray, existence: np.ndarray | None, spec: Mo
     return p, p >= spec.decoder.score_threshold
 
 
-def _decode_heatmap(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+def _existence(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    return outputs.get(spec.existence.name) if spec.existence is not None else None
+
+
+def _heatmaps(spec: ModelSpec, outputs: Mapping[str, np.ndarray], probabilities: bool) -> np.ndarray:
+    """The keypoint heatmaps ``[N,K,h,w]``; with ``probabilities`` a sigmoid is applied to logit maps."""
     assert spec.heatmap is not None
-    heatmaps = select_heatmaps(_output(outputs, spec.heatmap.name, "heatmap"), spec)
-    existence = outputs.get(spec.existence.name) if spec.existence is not None else None
-    return HeatmapCodec(spec).decode(heatmaps, existence)
+    hm = select_heatmaps(_output(outputs, spec.heatmap.name, "heatmap"), spec)
+    return _sigmoid(hm) if probabilities and spec.heatmap.activation == "logits" else hm
+
+
+def _decode_heatmap(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+    return HeatmapCodec(spec).decode(_heatmaps(spec, outputs, False), _existence(spec, outputs))
 
 
 def _decode_simcc(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
@@ -95,8 +104,7 @@ def _decode_simcc(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded
     scores = _sigmoid(raw) if logits else raw.astype(np.float32)
     bins = coords * np.float32(sc.split_ratio)
     peaks = np.stack([x.argmax(axis=2), y.argmax(axis=2)], axis=-1).astype(np.int32)
-    existence = outputs.get(spec.existence.name) if spec.existence is not None else None
-    presence, present = _presence(scores, existence, spec)
+    presence, present = _presence(scores, _existence(spec, outputs), spec)
     return Decoded(coords_hm=bins.astype(np.float32), coords=coords.astype(np.float32), scores=scores,
                    presence=presence, present=present, peaks=peaks)
 
@@ -111,23 +119,19 @@ def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Dec
     if lm.coords == "normalized":
         xy = xy * np.array([spec.input.width, spec.input.height], dtype=np.float32)
     kp_presence = _sigmoid(parts["presence"]) if "presence" in parts else None  # a logit: "in frame"
-    existence = outputs.get(spec.existence.name) if spec.existence is not None else None
+    existence = _existence(spec, outputs)
     if spec.heatmap is None:
         scores = kp_presence if kp_presence is not None else np.ones(xy.shape[:2], dtype=np.float32)
         presence, present = _presence(scores, existence, spec, kp_presence)
         return Decoded(coords_hm=xy.astype(np.float32), coords=xy.astype(np.float32), scores=scores,
                        presence=presence, present=present, peaks=np.rint(np.nan_to_num(xy)).astype(np.int32))
-    hm = select_heatmaps(_output(outputs, spec.heatmap.name, "heatmap"), spec)
-    if spec.heatmap.activation == "logits":
-        hm = _sigmoid(hm)
+    hm = _heatmaps(spec, outputs, True)
     coords_hm = input_to_heatmap(xy, spec)
     if lm.refine_kernel:
         coords_hm, scores = refine_with_heatmap(coords_hm, hm, lm.refine_kernel, lm.refine_min_score)
     else:
         scores = hm.reshape(*hm.shape[:2], -1).max(axis=2)
-    n, k, h, w = hm.shape
-    peak_idx = hm.reshape(n, k, h * w).argmax(axis=2)
-    peaks = np.stack([peak_idx % w, peak_idx // w], axis=-1).astype(np.int32)
+    peaks = argmax_2d(hm)[0].astype(np.int32)
     presence, present = _presence(scores, existence, spec, kp_presence)
     return Decoded(coords_hm=coords_hm.astype(np.float32), coords=heatmap_to_input(coords_hm, spec),
                    scores=scores.astype(np.float32), presence=presence, present=present, peaks=peaks)
@@ -161,11 +165,7 @@ def _decode_centers(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decod
     if off.shape != (n, 2 * k, h, w):
         raise ValueError(f"offsets output {c.offsets!r}: shape {np.asarray(outputs[c.offsets]).shape}, expected "
                          f"{2 * k} channels ((dx, dy) for {k} keypoints) at {h}x{w} in layout {c.layout}")
-    kp_maps = None
-    if spec.heatmap is not None:
-        kp_maps = select_heatmaps(_output(outputs, spec.heatmap.name, "heatmap"), spec)
-        if spec.heatmap.activation == "logits":
-            kp_maps = _sigmoid(kp_maps)
+    kp_maps = _heatmaps(spec, outputs, True) if spec.heatmap is not None else None
     inst = decode_centers(centers, off.reshape(n, k, 2, h, w), max_instances=c.max_instances,
                           threshold=c.threshold, kernel=c.pool_kernel, nms_distance=c.nms_distance,
                           keypoint_heatmaps=kp_maps, snap_distance=c.snap_distance)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from heatdeploy.errortext import first_line
 from heatdeploy.runtime.backends.base import BackendError
 
 _OPTIMIZATION = {
@@ -73,7 +74,7 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # ORT raises pybind11 types that share no useful base
             given = {k: list(v.shape) for k, v in prepared.items()}
             raise BackendError(
-                f"{self.path}: onnxruntime failed to run ({_first_line(exc)}); inputs expect "
+                f"{self.path}: onnxruntime failed to run ({first_line(exc)}); inputs expect "
                 f"{self.input_shapes}, got {given}"
             ) from None
         return dict(zip(self.output_names, results, strict=True))
@@ -229,10 +230,10 @@ def _create_session(
     except Exception as exc:  # ORT's pybind11 exceptions share no base narrower than Exception
         if type(exc).__name__ in _MODEL_ERRORS:
             raise BackendError(
-                f"{path}: not a loadable ONNX model ({_first_line(exc)}); re-export it"
+                f"{path}: not a loadable ONNX model ({first_line(exc)}); re-export it"
             ) from None
         raise BackendError(
-            f"{path}: onnxruntime could not create a session on {providers} ({_first_line(exc)}); "
+            f"{path}: onnxruntime could not create a session on {providers} ({first_line(exc)}); "
             "check the model's opset/operators and the providers' libraries"
         ) from None
 
@@ -253,6 +254,3 @@ def _tensor_info(name: str, shape: Shape, ort_type: str) -> dict[str, Any]:
     return {"name": name, "shape": list(shape), "dtype": np.dtype(dtype).name if dtype else ort_type}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from heatdeploy.errortext import cause_line
 from heatdeploy.runtime.backends.base import BackendError
 from heatdeploy.spec import METADATA_KEY, ModelSpec
 
@@ -113,7 +114,7 @@ class OpenVinoBackend:
             results = self._request.infer(prepared)  # copies the outputs out of the request's tensors
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line messages
             given = {k: list(v.shape) for k, v in prepared.items()}
-            raise BackendError(f"{self.path}: OpenVINO failed to run on {self.device} ({_first_line(exc)}); "
+            raise BackendError(f"{self.path}: OpenVINO failed to run on {self.device} ({cause_line(exc)}); "
                                f"inputs expect {self.input_shapes}, got {given}") from None
         return {name: results[port] for name, port in zip(self.output_names, self._outputs, strict=True)}
 
@@ -134,7 +135,7 @@ class OpenVinoBackend:
             try:
                 results[index] = {n: request.get_tensor(p).data.copy() for n, p in zip(names, ports, strict=True)}
             except Exception as exc:  # a callback must not raise into OpenVINO's thread
-                errors.append(f"item {index}: {_first_line(exc)}")
+                errors.append(f"item {index}: {cause_line(exc)}")
 
         queue = ov.AsyncInferQueue(self.compiled, max(1, n_jobs))
         queue.set_callback(done)
@@ -144,7 +145,7 @@ class OpenVinoBackend:
             queue.wait_all()
         except Exception as exc:
             raise BackendError(f"{self.path}: OpenVINO async inference failed on {self.device} "
-                               f"({_first_line(exc)})") from None
+                               f"({cause_line(exc)})") from None
         missing = [i for i, r in enumerate(results) if r is None]
         if errors or missing:
             raise BackendError(f"{self.path}: OpenVINO async inference lost results "
@@ -203,7 +204,7 @@ def load(path: str | os.PathLike[str], options: Mapping[str, Any] | None = None)
         compiled = c.compile_model(model, device, config)
     except Exception as exc:
         raise BackendError(f"{xml}: OpenVINO could not compile the model for {device} with {config} "
-                           f"({_first_line(exc)}); check the options against the device's properties") from None
+                           f"({cause_line(exc)}); check the options against the device's properties") from None
     if precision is not None:
         got = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         if got != precision:  # e.g. f16 asked on a CPU without FP16 arithmetic comes back as bf16
@@ -242,7 +243,7 @@ def read_model(xml: str | os.PathLike[str]) -> ov.Model:
     try:
         return core().read_model(str(xml), str(weights))
     except Exception as exc:
-        raise BackendError(f"{xml}: not a readable OpenVINO IR ({_first_line(exc)}); re-export it") from None
+        raise BackendError(f"{xml}: not a readable OpenVINO IR ({cause_line(exc)}); re-export it") from None
 
 
 def spec_from_model(model: ov.Model, where: str = "IR") -> ModelSpec | None:
@@ -430,7 +431,3 @@ def _prop_text(value: Any) -> str:
     return str(value)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    # OpenVINO prefixes messages with "Exception from src/...cpp:NN:" lines; the cause is the last line.
-    return lines[-1] if lines else type(exc).__name__
