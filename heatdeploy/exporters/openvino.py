@@ -81,16 +81,20 @@ def convert_onnx(onnx_path: str | Path, spec: ModelSpec) -> tuple[ov.Model, list
     if missing:
         raise OpenVinoExportError(f"{onnx_path}: spec output(s) {', '.join(missing)} not among the IR outputs "
                                   f"({', '.join(sorted(outputs))}); fix heatmap.name / existence.name in the spec")
-    shape = inputs[spec.input.name].get_partial_shape()
-    if shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_static:
-        dynamic = ov.PartialShape([ov.Dimension(), *list(shape)[1:]])
-        try:
-            model.reshape({spec.input.name: dynamic})
-            notes.append(f"batch dimension made dynamic (the ONNX input was {shape})")
-        except Exception as exc:
-            notes.append(f"batch stays {shape[0]}: the graph does not reshape to a dynamic batch "
-                         f"({str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__})")
+    notes += dynamic_batch(model, spec.input.name, "ONNX")
     return model, notes
+
+
+def dynamic_batch(model: ov.Model, input_name: str, source: str) -> list[str]:
+    """Make a static batch dimension dynamic (in place) where the graph allows; a note saying what happened."""
+    shape = {n: p for p in model.inputs for n in p.get_names()}[input_name].get_partial_shape()
+    if not (shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_static):
+        return []
+    try:
+        model.reshape({input_name: ov.PartialShape([ov.Dimension(), *list(shape)[1:]])})
+    except Exception as exc:
+        return [f"batch stays {shape[0]}: the graph does not reshape to a dynamic batch ({cause_line(exc)})"]
+    return [f"batch dimension made dynamic (the {source} input was {shape})"]
 
 
 def embed_rt_info(model: ov.Model, spec: ModelSpec, precision: str, extra: dict[str, str] | None = None) -> None:

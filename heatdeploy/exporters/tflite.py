@@ -85,30 +85,23 @@ def convert_tflite_openvino(path: str | Path, spec: ModelSpec | None = None) -> 
     """``openvino.convert_model`` on the .tflite; the spec's tensors must be the model's; batch made dynamic."""
     import openvino as ov
 
+    from heatdeploy.exporters.openvino import dynamic_batch
+
     p = check_tflite(path)
     try:
         model = ov.convert_model(str(p))
     except Exception as exc:
         raise TfliteError(f"{p}: OpenVINO could not convert the TFLite model ({cause_line(exc, 300)}); "
                           "check its operators") from None
-    notes: list[str] = []
-    inputs = {n: port for port in model.inputs for n in port.get_names()}
     if spec is not None:
-        _check_names(p, spec, set(inputs), {n for port in model.outputs for n in port.get_names()})
+        _check_names(p, spec, {n for port in model.inputs for n in port.get_names()},
+                     {n for port in model.outputs for n in port.get_names()})
         name = spec.input.name
     elif len(model.inputs) == 1:
         name = model.inputs[0].get_any_name()
     else:
-        return model, notes
-    shape = inputs[name].get_partial_shape()
-    if shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_static:
-        try:
-            model.reshape({name: ov.PartialShape([ov.Dimension(), *list(shape)[1:]])})
-            notes.append(f"batch dimension made dynamic (the TFLite input was {shape})")
-        except Exception as exc:
-            why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            notes.append(f"batch stays {shape[0]}: the graph does not reshape to a dynamic batch ({why})")
-    return model, notes
+        return model, []
+    return model, dynamic_batch(model, name, "TFLite")
 
 
 def tflite_to_openvino(path: str | Path, out_xml: str | Path, *, spec: ModelSpec | None = None,
