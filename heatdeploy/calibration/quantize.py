@@ -181,10 +181,13 @@ def quantize_onnx_int8(
                      "budget_s": sensitivity_budget_s}
         if mode == "auto":
             options["sensitivity"] = sens_opts
-        ranges_key = cache_key(kind="ranges", onnxruntime=ort.__version__, model=model_sha, pre=pre_note,
-                               data=source.fingerprint(), calib=calib.to_dict() if not choose else "auto",
-                               batch=batch)
-        result_key = cache_key(kind="result", ranges=ranges_key, options=options, spec=spec.to_dict(),
+
+        def ranges_key(calib_id: Any) -> str:
+            return cache_key(kind="ranges", onnxruntime=ort.__version__, model=model_sha, pre=pre_note,
+                             data=source.fingerprint(), calib=calib_id, batch=batch)
+
+        requested = calib.to_dict() if not choose else "auto"
+        result_key = cache_key(kind="result", ranges=ranges_key(requested), options=options, spec=spec.to_dict(),
                                sens=sens_opts, heatdeploy=__version__)
         if cache is not None:
             hit = cache.load_result(result_key)
@@ -201,8 +204,7 @@ def quantize_onnx_int8(
         timings["calibrate_s"] = 0.0
 
         def measure(opts: CalibOptions, dest: Path) -> tuple[dict[str, tuple[float, float]], dict[str, Any], str]:
-            key = cache_key(kind="ranges", onnxruntime=ort.__version__, model=model_sha, pre=pre_note,
-                            data=source.fingerprint(), calib=opts.to_dict(), batch=batch)
+            key = ranges_key(opts.to_dict())
             cached = cache.load_ranges(key) if cache is not None else None
             if cached is not None:
                 shutil.copyfile(cached.tensors_path, dest)
