@@ -29,6 +29,7 @@ from heatdeploy.bundle import Bundle
 from heatdeploy.fsutil import atomic_write_text, read_toml
 from heatdeploy.runtime.heads import decode_outputs
 from heatdeploy.runtime.metrics import diagonal, displacement, pck
+from heatdeploy.runtime.parity_floor import DITHER_LEVELS, FloorMetrics, dither, floor_metrics
 from heatdeploy.runtime.pipeline import Pipeline
 from heatdeploy.runtime.preprocess import load_image, map_to_image
 from heatdeploy.spec import ModelSpec
@@ -837,6 +838,7 @@ class ParityResult:
     seconds: float
     created: str
     files: dict[str, str] = field(default_factory=dict)
+    floor: FloorMetrics | None = None
     detail: ParityDetail | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -871,6 +873,7 @@ class ParityResult:
             "per_keypoint": [asdict(r) for r in self.per_keypoint],
             "worst_by_displacement": [asdict(w) for w in self.worst_by_displacement],
             "worst_by_flips": [asdict(w) for w in self.worst_by_flips],
+            "floor": asdict(self.floor) if self.floor else None,
             "seconds": self.seconds, "created": self.created, "heatdeploy_version": __version__,
             "files": self.files,
         })
@@ -890,6 +893,12 @@ class ParityResult:
             metrics.update({f"pck@{km.pck_alpha:g}_truth_reference": km.pck_truth_reference,
                             f"pck@{km.pck_alpha:g}_truth_candidate": km.pck_truth_candidate,
                             "pck_drop_points": km.pck_drop_points})
+        if self.floor is not None:
+            metrics["floor_mean_displacement_hm"] = self.floor.mean_displacement_hm
+            metrics["floor_flips"] = self.floor.flips
+            if self.floor.stable_keypoints is not None:
+                metrics["mean_displacement_stable_hm"] = self.floor.candidate_mean_stable_hm
+                metrics["flips_stable"] = self.floor.candidate_flips_stable
         for t in self.tensors:
             metrics[f"{t.name}_snr_db"] = t.snr_db
             metrics[f"{t.name}_cosine"] = t.cosine
@@ -950,10 +959,12 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
                limit: int | None = None, batch_size: int = 8, backend: str | None = None,
                reference_backend: str | None = None, options: dict[str, Any] | None = None,
                reference_options: dict[str, Any] | None = None, within_hm_px: Sequence[float] | None = None,
-               worst: int = DEFAULT_WORST, seed: int = 0,
+               worst: int = DEFAULT_WORST, seed: int = 0, floor: bool = True,
                progress: Callable[[int, int], None] | None = None) -> ParityResult:
     """Run reference and candidate on the same preprocessed batches and check the tolerance.
 
+    ``floor``: also run the reference on each batch dithered by +-0.5 input level and report FP32's own
+    noise floor (:mod:`heatdeploy.runtime.parity_floor`); it costs one more reference inference per batch.
     ``progress(done, total)`` is called after each batch (for a progress bar).
     """
     t0 = time.perf_counter()
@@ -970,7 +981,9 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
     accs = {name: _TensorAccumulator(name) for name in spec.output_names}
     refs: list[KeypointSet] = []
     cands: list[KeypointSet] = []
+    floors: list[KeypointSet] = []
     sizes: list[np.ndarray] = []
+    rng = np.random.default_rng(seed)
     for start in range(0, n, batch_size):
         images = pdata.load(start, min(start + batch_size, n))
         boxes = None
@@ -983,11 +996,15 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
             acc.update(ref_out[name], cand_out[name], histogram=name == spec.primary_output)
         refs.append(decode_keypoints(spec, ref_out, batch.transforms))
         cands.append(decode_keypoints(spec, cand_out, batch.transforms))
+        if floor:
+            dithered = dither(batch.tensor, ref_pipe.preprocess.pixel_step, rng)
+            floors.append(decode_keypoints(spec, ref_pipe.infer(dithered), batch.transforms))
         sizes.append(batch.image_sizes)
         if progress is not None:
             progress(min(start + batch_size, n), n)
     ref_set, cand_set = KeypointSet.concat(refs), KeypointSet.concat(cands)
     image_sizes = np.concatenate(sizes)
+    floor_ref = (ref_set, KeypointSet.concat(floors)) if floors else None
     if pdata.truth is not None and pdata.truth_sizes is not None and not np.array_equal(image_sizes,
                                                                                         pdata.truth_sizes):
         raise ParityError(f"{pdata.source}: image sizes on disk differ from labels.json; regenerate the split")
@@ -999,6 +1016,7 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
                                           tol.pck_alpha, paired), row_image, n)
     else:
         cmp = compare_keypoints(ref_set, cand_set, image_sizes, spec.keypoints, pdata.truth, within, tol.pck_alpha)
+    floor_result = _floor(spec, floor_ref, cmp, image_sizes, within, tol.pck_alpha) if floor_ref else None
     tensors = [acc.result() for acc in accs.values()]
     hm_acc = accs[spec.primary_output]
     img_snr = hm_acc.per_image_snr()
@@ -1007,7 +1025,7 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
         bundle=str(root), reference=_artifact_info(ref_pipe), candidate=_artifact_info(cand_pipe),
         data=pdata.record(), tolerance=tol, tensors=tensors, keypoints=cmp.metrics, per_keypoint=cmp.per_keypoint,
         worst_by_displacement=by_disp, worst_by_flips=by_flips,
-        checks=evaluate_checks(tol, cmp.metrics, tensors), seconds=0.0,
+        checks=evaluate_checks(tol, cmp.metrics, tensors), seconds=0.0, floor=floor_result,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         detail=ParityDetail(data=pdata, keypoint_names=spec.keypoints, skeleton=spec.skeleton, reference=ref_set,
                             candidate=cand_set, comparison=cmp, image_sizes=image_sizes,
@@ -1015,6 +1033,29 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
                             heatmap_snr_per_image=img_snr, row_image=row_image))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _floor(spec: ModelSpec, sets: tuple[KeypointSet, KeypointSet], cmp: Comparison, image_sizes: np.ndarray,
+           within: Sequence[float], alpha: float) -> FloorMetrics:
+    """The reference against itself dithered; the candidate on what the dither left alone (single instance)."""
+    ref, dithered = sets
+    note = f"uniform +-{DITHER_LEVELS:g} input level"
+    if spec.multi_instance:
+        r, d, rows = pair_instances(ref, dithered)
+        paired = r.present.any(axis=1) & d.present.any(axis=1)
+        fcmp = compare_keypoints(r, d, image_sizes[rows], spec.keypoints, None, within, alpha, paired)
+        return floor_metrics(fcmp, None, None, None, note)
+    fcmp = compare_keypoints(ref, dithered, image_sizes, spec.keypoints, None, within, alpha)
+    return floor_metrics(fcmp, cmp, ref.presence, _decision_threshold(spec), note)
+
+
+def _decision_threshold(spec: ModelSpec) -> float:
+    """The probability the decoder's present flag compares with (existence head, else the peak score)."""
+    if spec.existence is not None:
+        return float(spec.existence.threshold)
+    if spec.landmarks is not None and "presence" in spec.landmarks.fields:
+        return 0.5
+    return float(spec.decoder.score_threshold)
 
 
 def _worst(cmp: Comparison, data: ParityData, names: Sequence[str], img_snr: np.ndarray,
@@ -1124,6 +1165,8 @@ def print_result(result: ParityResult, console: Any = None) -> None:
     for name, value in rows:
         figs.add_row(name, str(value))
     console.print(figs)
+    if result.floor is not None:
+        console.print(result.floor.line(km.mean_displacement_hm), highlight=False, soft_wrap=True)
     colour = "green" if result.passed else "red"
     console.print(f"[{colour}]{result.headline()}[/{colour}]", highlight=False, soft_wrap=True)
     for r in result.reasons:

@@ -374,6 +374,8 @@ def render_html(result: ParityResult) -> str:
     worst = (legend + _worst_section(result, "by mean displacement", result.worst_by_displacement, cache)
              + _worst_section(result, "by existence flips", result.worst_by_flips, cache))
     title = f"Parity {cand.name} vs {ref.name}: {'PASS' if result.passed else 'FAIL'}"
+    floor = (f"<p>{_e(result.floor.line(result.keypoints.mean_displacement_hm))}</p>"
+             if result.floor is not None else "")
     body = f"""<h1>{_e(title)}</h1>
 <div class="verdict {verdict}">{_e(result.headline())}{f'<ul>{reasons}</ul>' if reasons else ''}</div>
 {meta}
@@ -381,6 +383,7 @@ def render_html(result: ParityResult) -> str:
 {checks}
 <h2>Keypoints (on keypoints FP32 calls present)</h2>
 {figures}
+{floor}
 <div class="grid">{hist_d}{hist_t}</div>
 <h2>Tensors</h2>
 {tensors}

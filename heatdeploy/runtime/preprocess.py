@@ -209,6 +209,11 @@ class Preprocessor:
         self._gain = (spec.scale / std).astype(np.float32).reshape(shape)
         self._offset = (mean / std).astype(np.float32).reshape(shape)
 
+    @property
+    def pixel_step(self) -> np.ndarray:
+        """Tensor units per 8-bit input level, per channel, shaped to broadcast over a batch."""
+        return self._gain
+
     def __call__(self, images: Sequence[np.ndarray], boxes: np.ndarray | None = None) -> Batch:
         """Preprocess ``images`` (one box per image for top-down; repeat an image for several people)."""
         bgr = [to_bgr8(img, where=f"images[{i}]") for i, img in enumerate(images)]
