@@ -91,12 +91,14 @@ def test_fp32_is_meaningful(compared: dict[str, Any]) -> None:
 
 
 # Measured (ORT 1.32, shipped weights, this eval set): ours 0.225 (asymmetric activations; 0.287 symmetric)
-# vs stock 0.299 heatmap px mean (1.33x);
-# both ~22 dB heatmap SNR; the mean is carried by ~18 argmax jumps of >2 px on ambiguous heatmaps in both.
-# The briefly trained net's folded depthwise filters spread only 6-12x per layer (long-trained MobileNetV2s:
-# 100x+), so per-tensor weights cost stock little. Kept strict: it starts failing when it starts passing.
-@pytest.mark.xfail(strict=True, reason="briefly trained MobileNet does not reproduce the per-tensor depthwise "
-                   "trap: ours 0.225 vs stock 0.299 heatmap px mean displacement (needs >= 5x)")
+# vs stock 0.299 heatmap px mean (1.33x); both ~22 dB heatmap SNR; the mean is carried by argmax jumps of > 1 px
+# (ours 48, stock 74 of 918 keypoints). Parity's FP32 floor (the reference on a +-0.5-level input dither) is
+# 0.052 px with 15 jumps: 5x less than stock (<= 0.060) is 1.15x the floor, and OpenVINO bf16 reaches 0.089
+# (3.4x better than stock), so the target asks for less error than FP32 has against itself. The briefly trained
+# net's folded depthwise filters spread only 6-12x per layer (long-trained MobileNetV2s: 100x+), so per-tensor
+# weights cost stock little. Kept strict: it starts failing when it starts passing.
+@pytest.mark.xfail(strict=True, reason="ours 0.225 vs stock 0.299 heatmap px mean displacement (1.33x; >= 5x "
+                   "needs <= 0.060 = 1.15x FP32's own dither floor of 0.052; bf16 reaches 0.089)")
 def test_ours_beats_stock_by_5x(compared: dict[str, Any]) -> None:
     ours, stock = compared["ours"], compared["stock"]
     print("\n" + _figures(ours) + "\n" + _figures(stock))
@@ -106,12 +108,26 @@ def test_ours_beats_stock_by_5x(compared: dict[str, Any]) -> None:
     assert o.mean_displacement_hm * 5 <= s.mean_displacement_hm, (_figures(ours), _figures(stock))
 
 
-# One frame's FP32 presence logit is 0.028; ours moves it below 0 (max |error| 0.09 on this set), stock's
-# grid (shared with pixel coordinates) rounds it to exactly 0.0 = p 0.5, which still counts as present.
-@pytest.mark.xfail(strict=True, reason="ours flips 1 of 64 presence decisions (FP32 logit 0.028 -> below 0)")
+# One frame's FP32 presence logit is 0.028 (p 0.507; the next closest is 1.5 logits away); ours moves it below 0
+# (max |error| 0.09 on this set, 18x less than stock), stock's grid (shared with pixel coordinates) rounds it to
+# exactly 0.0 = p 0.5, which still counts as present. The error is spread over the net: INT8 in any one of the
+# first ~12 convs alone moves that logit 0.01-0.03, so no small float scope removes the flip.
+@pytest.mark.xfail(strict=True, reason="ours flips 1 of 64 presence decisions, at FP32 p 0.507 (logit 0.028 -> "
+                   "below 0)")
 def test_ours_flips_no_presence(compared: dict[str, Any]) -> None:
     o = compared["ours"].keypoints
     assert o.existence_agreement == 1.0 and o.flips_lost == 0 and o.flips_gained == 0, _figures(compared["ours"])
+
+
+def test_ours_is_closer_where_fp32_holds(compared: dict[str, Any]) -> None:
+    """On the keypoints FP32 holds under a half-level dither (parity's floor), ours jumps less than stock."""
+    ours, stock = compared["ours"], compared["stock"]
+    for r in (ours, stock):
+        print("\n" + r.floor.line(r.keypoints.mean_displacement_hm))
+    o, s = ours.floor, stock.floor
+    assert o.stable_keypoints == s.stable_keypoints and o.stable_keypoints > 0.9 * ours.keypoints.keypoints_compared
+    assert o.candidate_mean_stable_hm < s.candidate_mean_stable_hm
+    assert o.candidate_jumps_stable < s.candidate_jumps_stable
 
 
 def test_presence_trap_shows_in_logits(compared: dict[str, Any]) -> None:
@@ -151,8 +167,11 @@ def compared_ov(compared: dict[str, Any]) -> dict[str, Any]:
 
 
 # Measured (OpenVINO 2026.4, NNCF 3.4, this eval set): ours 0.196 vs stock nncf.quantize 0.183 heatmap px mean; NNCF's
-# defaults (mean-of-per-sample activation ranges, float outputs through its own patterns) leave no trap to close here.
-@pytest.mark.xfail(strict=True, reason="ours 0.196 vs stock NNCF 0.183 heatmap px mean displacement (needs 5x less)")
+# defaults (mean-of-per-sample activation ranges, fast bias correction, float outputs through its own patterns)
+# leave no trap to close here: stock is 3.5x FP32's dither floor (0.052), so 5x less (0.037) is below the floor.
+# Other recipes (our float scope or only outputs float, mixed or performance preset) measured 0.17-0.21.
+@pytest.mark.xfail(strict=True, reason="ours 0.196 vs stock NNCF 0.183 heatmap px mean displacement (5x less "
+                   "would be 0.037, below FP32's own dither floor of 0.052)")
 def test_openvino_ours_beats_stock_nncf_by_5x(compared_ov: dict[str, Any]) -> None:
     from heatdeploy.calibration.stock import NNCF_STOCK_NAME
 
