@@ -39,7 +39,7 @@ class Line:
     flips: int
 
     def row(self) -> str:
-        return f"{self.name:<24} {self.mean:9.3f} {self.mean_stable:13.3f} {self.jumps_stable:13d} {self.flips:7d}"
+        return f"{self.name:<24} {self.mean:9.3f} {self.mean_stable:13.3f} {self.jumps_stable:13d} {self.flips:8d}"
 
 
 def _line(result: Any) -> Line:
@@ -77,7 +77,7 @@ def measure(model: str, root: Path) -> None:
     bundle, data, calib = (_mobilenet if model == "mobilenet" else _blazepose)(root)
     add_onnx_int8(bundle, calib)
     add_stock_int8(bundle, calib)
-    add_openvino_artifact(bundle, "int8", calib=calib, calib_size=None)
+    add_openvino_artifact(bundle, "int8", calib=calib)
     add_stock_nncf(bundle, calib)
     add_openvino_artifact(bundle, "bf16")
     names = ("onnx-int8", STOCK_NAME, "openvino-int8", NNCF_STOCK_NAME, "openvino-bf16")
@@ -89,7 +89,7 @@ def measure(model: str, root: Path) -> None:
           f"built and measured in {time.perf_counter() - t0:.0f} s")
     print(f"FP32 floor (reference vs itself, +-0.5 input level dither): mean {floor.mean_displacement_hm:.3f} grid px, "
           f"{floor.jumps} jumps > 1 px, {floor.flips} flips; {floor.stable_keypoints} keypoints held")
-    print(f"{'candidate':<24} {'mean (px)':>9} {'held: mean':>13} {'held: jumps':>13} {'flips':>7}")
+    print(f"{'candidate':<24} {'mean (px)':>9} {'held: mean':>13} {'held: jumps':>13} {'kp flips':>8}")
     for line in lines.values():
         print(line.row())
     for ours, stock in (("onnx-int8", STOCK_NAME), ("openvino-int8", NNCF_STOCK_NAME)):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
 from typing import Any
@@ -69,20 +69,19 @@ def _is_constant_path(node: ov.Node, memo: dict[str, bool]) -> bool:
 
 
 def output_tails(model: ov.Model, *, through: Iterable[str] | None = None,
-                 last_compute: bool | None = None) -> dict[str, str]:
+                 last_compute: bool | Collection[str] = True) -> dict[str, str]:
     """Ops whose quantization would quantize a graph output (or what reads it), with the reason for each.
 
     From each Result, walk back through producers, stopping at the first compute op; ``through`` limits
     the walk to those op types (another op is included and ends the walk), None walks through any op. Ops
     that read the output tensor besides the Result are included too.
 
-    The compute op itself: NNCF puts FakeQuantize on an op's inputs, so an INT8 head conv still hands float
-    values on when every op after it is ignored (ORT's QDQ, unlike this, also quantizes a quantized conv's
-    output). ``last_compute=None`` keeps it float for vector outputs (existence logits, landmark vectors:
-    cheap, and a decision reads them directly) and lets it run INT8 for dense maps (heatmaps, segmentation:
-    where the head's compute is). Measured: BlazePose with its map heads' last convs INT8 ran 1.69x instead
-    of 1.39x OpenVINO f32 at the same accuracy (7.0 vs 7.1 px); the reference's existence agreement went from
-    0.9988 to 0.9963 when its existence head's last layer ran INT8 too. True/False force either.
+    The compute op itself is included for the outputs ``last_compute`` names (True: all, False: none).
+    NNCF puts FakeQuantize on an op's inputs, so an INT8 head conv still hands float values on when every
+    op after it is ignored (ORT's QDQ, unlike this, also quantizes a quantized conv's output); what INT8
+    weights and inputs cost is precision inside the head: the reference's heatmap SNR fell from 28.6 to
+    17.1 dB with its last conv INT8. :func:`float_scope` therefore keeps the last layer float for the
+    outputs the spec decodes and lets the others (segmentation maps, auxiliary vectors) run it INT8.
     """
     allowed = None if through is None else set(through)
     consts: dict[str, bool] = {}
@@ -91,9 +90,7 @@ def output_tails(model: ov.Model, *, through: Iterable[str] | None = None,
         head_port = result.input(0).get_source_output()
         head = head_port.get_any_name() if head_port.get_names() else result.get_friendly_name()
         stack = [head_port.get_node()]
-        vector = _is_vector(head_port)
-        why_compute = ("a decision reads its values directly" if vector and last_compute is None
-                       else "kept float on request")
+        keep_compute = last_compute if isinstance(last_compute, bool) else head in set(last_compute)
         seen: set[str] = set()
         while stack:
             node = stack.pop()
@@ -102,13 +99,13 @@ def output_tails(model: ov.Model, *, through: Iterable[str] | None = None,
                 continue
             seen.add(name)
             op = node.get_type_name()
-            if op in COMPUTE_TYPES and not (vector if last_compute is None else last_compute):
+            if op in COMPUTE_TYPES and not keep_compute:
                 continue  # INT8 inside, float out: the ops after it are what keep the values float
             if name not in reasons:
                 if name == head_port.get_node().get_friendly_name():
                     reasons[name] = f"{op} produces graph output {head!r}"
                 elif op in COMPUTE_TYPES:
-                    reasons[name] = f"last {op} of output {head!r}: {why_compute}"
+                    reasons[name] = f"last {op} of head {head!r}: INT8 weights and inputs here cost its precision"
                 else:
                     reasons[name] = f"{op} after the last conv of head {head!r}"
             if op in COMPUTE_TYPES or (allowed is not None and op not in allowed):
@@ -121,28 +118,25 @@ def output_tails(model: ov.Model, *, through: Iterable[str] | None = None,
     return reasons
 
 
-def _is_vector(port: ov.Output) -> bool:
-    """Not a spatial map: rank < 4 ([N,K], [N,1], [N,K,5]) or fewer than two non-batch dims above 1."""
-    shape = port.get_partial_shape()
-    if shape.rank.is_dynamic or shape.rank.get_length() < 4:
-        return True
-    return sum(1 for d in list(shape)[1:] if not d.is_static or d.get_length() > 1) < 2
-
-
 def saturating_nodes(model: ov.Model) -> dict[str, str]:
     """Sigmoid/Softmax anywhere: their outputs crowd into a tiny range that 8 bits resolve badly."""
     return {op.get_friendly_name(): f"{op.get_type_name()}: kept float by the heatmap-aware default"
             for op in model.get_ordered_ops() if op.get_type_name() in SATURATING_TYPES}
 
 
-def float_scope(model: ov.Model, keep_fp32: str | Sequence[str] = "base") -> dict[str, str]:
+def float_scope(model: ov.Model, keep_fp32: str | Sequence[str] = "base",
+                decoded: Collection[str] | None = None) -> dict[str, str]:
     """IR op name -> why it stays float. ``base``: head tails + Sigmoid/Softmax; ``none``: only what keeps the
-    outputs' values float (tails through reshapes); a list of names: ``base`` plus those ops."""
+    outputs' values float (tails through reshapes); a list of names: ``base`` plus those ops.
+
+    ``decoded``: the outputs the spec decodes; only their heads keep the last conv float (default: all).
+    """
     mode, names = _keep_mode(keep_fp32)
+    last: bool | Collection[str] = True if decoded is None else set(decoded)
     if mode == "none":
-        scope = output_tails(model, through=PASS_THROUGH_TYPES)
+        scope = output_tails(model, through=PASS_THROUGH_TYPES, last_compute=last)
     else:
-        scope = output_tails(model)
+        scope = output_tails(model, last_compute=last)
         for name, why in saturating_nodes(model).items():
             scope.setdefault(name, why)
     if names:
@@ -418,7 +412,7 @@ def quantize_openvino_int8(
                                "synthetic:N)")
     if subset_size is not None and subset_size < 1:
         raise CalibrationError(f"subset_size must be >= 1, got {subset_size}")
-    excluded = float_scope(model, keep_fp32)
+    excluded = float_scope(model, keep_fp32, decoded=spec.output_names)
     ignored = nncf.IgnoredScope(names=sorted(excluded), validate=True)
     stream = SampleStream(source, calib_batch)
     subset = subset_size or max(1, source.count)

@@ -430,14 +430,19 @@ class SyntheticSource(CalibrationSource):
 
 def open_source(spec: ModelSpec, data: str, size: int | None = None, seed: int = 0,
                 every_n: int = 10) -> CalibrationSource:
-    """Pick the source kind from ``data``: 'synthetic[:N]', a folder, a .npy/.npz, or a video file."""
+    """Pick the source kind from ``data``: 'synthetic[:N]', a folder, a .npy/.npz, or a video file.
+
+    ``size``: a seeded subset of at most that many samples; for plain 'synthetic' it sets the count.
+    """
     text = str(data).strip()
     if text == "synthetic" or text.startswith("synthetic:"):
         try:
             n = synthetic_count(text, DEFAULT_SYNTHETIC)
         except ValueError as exc:
             raise CalibrationError(str(exc)) from None
-        return SyntheticSource(spec, size if size is not None else n, seed=seed)
+        if size is not None:  # 'synthetic:N' names the set; a subset size caps it, as for a folder
+            n = size if text == "synthetic" else min(size, n)
+        return SyntheticSource(spec, n, seed=seed)
     path = Path(text).expanduser()
     if path.is_dir():
         return ImageFolderSource(spec, path, size=size, seed=seed)

@@ -44,27 +44,27 @@ def test_int8_ir_has_fakequantize_but_float_outputs(int8_bundle: Path) -> None:
     types = [op.get_type_name() for op in model.get_ordered_ops()]
     assert types.count("FakeQuantize") >= 4
     tails = output_tails(model)
-    assert {"heatmaps", "existence", "head_conv"} <= set(tails)  # head_conv: the bias Add after the conv
+    assert {"heatmaps", "existence", "head_conv", "head_conv/WithoutBiases"} <= set(tails)
     assert not any(quantized_inputs(model, tails).values()), "an output's producer reads a FakeQuantize"
     for result in model.get_results():  # what produces each output is a float op
         producer = result.input(0).get_source_output().get_node()
         assert producer.get_type_name() != "FakeQuantize"
         assert producer.get_friendly_name() in tails
     layers = layer_precisions(model)
-    # the heatmap (a dense map) head's last conv runs INT8 with float values out; the existence vector's
-    # last layer stays float (a decision reads it directly)
-    assert layers["existence"] == "float"
-    assert all(layers[n] == "int8" for n in ("conv1/WithoutBiases", "conv2/WithoutBiases", "conv3/WithoutBiases",
-                                             "head_conv/WithoutBiases"))
+    assert layers["head_conv/WithoutBiases"] == "float" and layers["existence"] == "float"
+    assert all(layers[n] == "int8" for n in ("conv1/WithoutBiases", "conv2/WithoutBiases", "conv3/WithoutBiases"))
 
 
-def test_output_tails_keep_the_last_layer_of_vector_outputs_float(tiny_bundle: Path) -> None:
+def test_only_decoded_outputs_keep_their_last_conv_float(tiny_bundle: Path) -> None:
+    """NNCF quantizes op inputs: ignoring what follows a head's last conv keeps its values float either way."""
     model = ov.convert_model(str(tiny_bundle / "model.onnx"))
-    auto = output_tails(model)
-    assert "existence" in auto and "head_conv/WithoutBiases" not in auto
-    assert "head_conv/WithoutBiases" in output_tails(model, last_compute=True)
-    assert "existence" not in output_tails(model, last_compute=False)
-    assert "last Convolution" in output_tails(model, last_compute=True)["head_conv/WithoutBiases"]
+    both = float_scope(model)
+    assert "head_conv/WithoutBiases" in both and "last Convolution" in both["head_conv/WithoutBiases"]
+    only_existence = float_scope(model, decoded=["existence"])
+    assert "head_conv/WithoutBiases" not in only_existence  # the undecoded map's last conv may run INT8 ...
+    assert {"head_conv", "heatmaps"} <= set(only_existence)  # ... but what follows it stays float
+    assert "existence" in only_existence
+    assert "head_conv/WithoutBiases" not in output_tails(model, last_compute=False)
 
 
 def test_int8_ir_runs_f32_outside_the_int8_layers(int8_bundle: Path) -> None:
@@ -84,7 +84,7 @@ def test_int8_manifest_records_tools_data_and_float_scope(int8_bundle: Path) -> 
     assert cal["tool"] == "nncf" and cal["preset"] == "mixed"
     assert cal["calibration"]["kind"] == "synthetic" and cal["calibration"]["count"] == 32
     assert cal["options"]["subset_size"] == 32
-    assert "after the last conv" in cal["excluded"]["head_conv"]
+    assert "last Convolution" in cal["excluded"]["head_conv/WithoutBiases"]
     assert "produces graph output" in cal["excluded"]["existence"]
     assert cal["accuracy_control"] is None
     assert "NNCF INT8 (mixed) on 32 synthetic samples" in cal["summary"]
