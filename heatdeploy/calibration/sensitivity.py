@@ -31,6 +31,7 @@ class Agreement:
     max_px: float
     flip_rate: float  # share of (image, keypoint) whose present flag differs
     keypoints: int
+    existence_error: float = 0.0  # mean |existence probability - FP32's|: how far decisions moved, flipped or not
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +51,7 @@ def keypoint_agreement(spec: ModelSpec, reference: Outputs, candidate: Outputs) 
 
     dists: list[np.ndarray] = []
     flips = total = 0
+    drift = 0.0
     for ref, cand in zip(reference, candidate, strict=True):
         n = len(next(iter(ref.values())))
         eye = np.broadcast_to(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (n, 2, 3))
@@ -66,11 +68,13 @@ def keypoint_agreement(spec: ModelSpec, reference: Outputs, candidate: Outputs) 
         dists.append(d[mask])
         flips += int((a.present != b.present).sum())
         total += a.present.size
+        drift += float(np.nansum(np.abs(b.presence.astype(np.float64) - a.presence)))
     d_all = np.concatenate(dists) if dists else np.zeros(0)
     d_all = d_all[np.isfinite(d_all)]
     return Agreement(mean_px=float(d_all.mean()) if d_all.size else 0.0,
                      max_px=float(d_all.max()) if d_all.size else 0.0,
-                     flip_rate=flips / max(total, 1), keypoints=int(d_all.size))
+                     flip_rate=flips / max(total, 1), keypoints=int(d_all.size),
+                     existence_error=drift / max(total, 1))
 
 
 @dataclass
@@ -84,6 +88,7 @@ class LayerResult:
     mean_px: float | None = None
     max_px: float | None = None
     flip_rate: float | None = None
+    existence_error: float | None = None
     seconds: float = 0.0
     note: str = ""
 
@@ -132,7 +137,7 @@ def sensitivity_pass(
         kept = agree.mean_px > threshold_px or agree.flip_rate > flip_threshold
         results[name] = LayerResult(name, op, tested=True, kept_fp32=kept, mean_px=agree.mean_px,
                                     max_px=agree.max_px, flip_rate=agree.flip_rate,
-                                    seconds=time.perf_counter() - t0)
+                                    existence_error=agree.existence_error, seconds=time.perf_counter() - t0)
     table = [results[name] for name, _ in layers]  # back in graph order
     tested = sum(r.tested for r in table)
     kept = sum(r.kept_fp32 for r in table)

@@ -233,7 +233,8 @@ def test_sensitivity_pass_decides_and_records(tiny_model: Path, image_dir: Path,
                                 sensitivity_threshold=-1.0, **common)
     assert all(r["kept_fp32"] for r in strict.sensitivity)
     assert all(n in strict.excluded for n in ("conv1", "conv2", "conv3", "deconv"))
-    assert strict.final == {"mean_px": 0.0, "max_px": 0.0, "flip_rate": 0.0, "keypoints": strict.final["keypoints"]}
+    assert strict.final == {"mean_px": 0.0, "max_px": 0.0, "flip_rate": 0.0, "keypoints": strict.final["keypoints"],
+                            "existence_error": 0.0}
     assert strict.ops["convs_int8"] == 0 and strict.ops["quantize"] == 0  # every layer FP32: no Q/DQ left
 
     capped = quantize_onnx_int8(tiny_model, tmp_path / "c.onnx", spec, source, keep_fp32="auto",
