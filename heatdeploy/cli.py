@@ -417,13 +417,13 @@ def eval_cmd(
 # --- parity ------------------------------------------------------------------------------------------
 def parity_bundle(bundle: Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
                   tolerance: str = "default", out: Path | None = None, limit: int | None = None,
-                  backend: str | None = None) -> tuple[Any, int]:
+                  backend: str | None = None, floor: bool = True) -> tuple[Any, int]:
     from heatdeploy.runtime.parity import parity_command, print_result
 
     with _progress() as prog:
         task = prog.add_task(f"parity {candidate} vs {reference}", total=None)
         result, code = parity_command(bundle, candidate, reference, data, tolerance, out, limit=limit,
-                                      backend=backend,
+                                      backend=backend, floor=floor,
                                       progress=lambda d, t: prog.update(task, completed=d, total=t))
     print_result(result, Console())
     return result, code
@@ -441,13 +441,15 @@ def parity(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for parity.json + parity.html")] = None,
     limit: Annotated[int | None, typer.Option(help="use only the first N images")] = None,
     backend: Annotated[str | None, typer.Option(help="override the candidate's backend")] = None,
+    floor: Annotated[bool, typer.Option(help="also run FP32 on a +-0.5-level input dither: its own noise floor "
+                                             "(one more reference inference per batch)")] = True,
 ) -> None:
     """Compare a low-precision artifact with FP32 on keypoints; exit 1 when outside the tolerance (a CI gate).
 
     Example: heatdeploy parity bundle/ --candidate onnx-int8 --out parity/
     """
     _, code = parity_bundle(bundle, candidate, reference=reference, data=data, tolerance=tolerance, out=out,
-                            limit=limit, backend=backend)
+                            limit=limit, backend=backend, floor=floor)
     raise typer.Exit(code)
 
 

@@ -1112,12 +1112,12 @@ def parity_command(bundle: str | Path, candidate: str, reference: str = "onnx-fp
                    out: str | Path | None = None, *, limit: int | None = None, batch_size: int = 8,
                    backend: str | None = None, reference_backend: str | None = None,
                    options: dict[str, Any] | None = None, within_hm_px: Sequence[float] | None = None,
-                   worst: int = DEFAULT_WORST, write_manifest: bool = True,
+                   worst: int = DEFAULT_WORST, write_manifest: bool = True, floor: bool = True,
                    progress: Callable[[int, int], None] | None = None) -> tuple[ParityResult, int]:
     """What ``heatdeploy parity`` does: run, write JSON + HTML, record in the manifest; exit code 0 pass, 1 fail."""
     result = run_parity(bundle, candidate, reference=reference, data=data, tolerance=tolerance, limit=limit,
                         batch_size=batch_size, backend=backend, reference_backend=reference_backend,
-                        options=options, within_hm_px=within_hm_px, worst=worst, progress=progress)
+                        options=options, within_hm_px=within_hm_px, worst=worst, floor=floor, progress=progress)
     if out is not None:
         write_outputs(result, out)
     if write_manifest:

@@ -94,3 +94,19 @@ def test_floor_can_be_switched_off(parity_bundle):
     r = run_parity(parity_bundle, "onnx-fp32-copy", limit=2, floor=False)
     assert r.floor is None and r.to_dict()["floor"] is None
     assert "floor_mean_displacement_hm" not in r.summary()["metrics"]
+
+
+def test_cli_parity_reports_the_floor_and_can_skip_it(parity_bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from heatdeploy.cli import app
+
+    runner = CliRunner()
+    for flag, expect in (("--floor", True), ("--no-floor", False)):
+        out = tmp_path / flag
+        res = runner.invoke(app, ["parity", str(parity_bundle), "--candidate", "onnx-fp32-copy", "--limit", "3",
+                                  "--out", str(out), flag])
+        assert res.exit_code == 0, res.output
+        saved = json.loads((out / "parity.json").read_text())
+        assert (saved["floor"] is not None) == expect
+        assert ("FP32 floor" in res.output) == expect
