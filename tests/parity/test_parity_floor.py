@@ -97,14 +97,17 @@ def test_floor_can_be_switched_off(parity_bundle):
 
 
 def test_cli_parity_reports_the_floor_and_can_skip_it(parity_bundle, tmp_path):
+    import shutil
+
     from typer.testing import CliRunner
 
     from heatdeploy.cli import app
 
+    bundle = shutil.copytree(parity_bundle, tmp_path / "bundle")  # the CLI records parity in the manifest
     runner = CliRunner()
     for flag, expect in (("--floor", True), ("--no-floor", False)):
         out = tmp_path / flag
-        res = runner.invoke(app, ["parity", str(parity_bundle), "--candidate", "onnx-fp32-copy", "--limit", "3",
+        res = runner.invoke(app, ["parity", str(bundle), "--candidate", "onnx-fp32-copy", "--limit", "3",
                                   "--out", str(out), flag])
         assert res.exit_code == 0, res.output
         saved = json.loads((out / "parity.json").read_text())
