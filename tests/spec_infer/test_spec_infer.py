@@ -154,6 +154,9 @@ def test_int8_and_parity_run_on_an_inferred_spec(models: dict[str, zoo.ZooModel]
     km = result.keypoints
     assert km.keypoints_compared > 0 and np.isfinite(km.mean_displacement_hm)
     assert 0.0 <= km.existence_agreement <= 1.0
+    floor = result.floor  # FP32 against itself dithered, in every head family
+    assert floor is not None and floor.decisions > 0 and floor.mean_displacement_hm >= 0
+    assert (floor.stable_keypoints is None) == spec.multi_instance  # multi-instance: the floor alone
 
 
 def test_wrong_output_name_lists_the_graph(models: dict[str, zoo.ZooModel]) -> None:
