@@ -75,14 +75,12 @@ def add_stock_nncf(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
     the dataset (one preprocessed calibration image per item, the same images heatdeploy's OpenVINO INT8
     uses): performance preset, every quantizable op, outputs' producers included.
     """
-    import shutil
-
     import nncf
     import openvino as ov
 
     from heatdeploy.bundle import Bundle
     from heatdeploy.calibration.sources import open_source
-    from heatdeploy.exporters.openvino import embed_rt_info, record_ir
+    from heatdeploy.exporters.openvino import embed_rt_info, save_ir
 
     bundle = Bundle.load(bundle_dir)
     fp32 = bundle.artifact(format="onnx", precision="fp32")
@@ -91,14 +89,8 @@ def add_stock_nncf(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
     model = ov.convert_model(str(bundle.path_of(fp32)))
     quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
     embed_rt_info(quantized, bundle.spec, "int8", {"recipe": "nncf.quantize defaults"})  # compiled with f32 hint
-    tmp = Path(tempfile.mkdtemp(prefix=".stock-nncf-", suffix=".partial", dir=bundle.root))
-    try:
-        xml = tmp / Path(NNCF_STOCK_PATH).name
-        ov.save_model(quantized, str(xml), compress_to_fp16=False)
-        art = record_ir(bundle.root, xml, precision="int8", name=NNCF_STOCK_NAME, rel=NNCF_STOCK_PATH,
-                        tools={"openvino": ov.get_version(), "nncf": nncf.__version__},
-                        notes={"source_artifact": fp32.name, "recipe": "nncf.quantize defaults",
-                               "calibration": source.record(), "inference_precision": "f32"})
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    art = save_ir(bundle.root, quantized, "int8", name=NNCF_STOCK_NAME, rel=NNCF_STOCK_PATH,
+                  tools={"openvino": ov.get_version(), "nncf": nncf.__version__},
+                  notes={"source_artifact": fp32.name, "recipe": "nncf.quantize defaults",
+                         "calibration": source.record(), "inference_precision": "f32"})
     return art

@@ -23,7 +23,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +63,18 @@ def artifact_path(precision: str) -> str:
 # --- conversion ----------------------------------------------------------------------------------
 
 
+def convert_file(path: Path, kind: str, error: type[Exception], hint: str, limit: int | None = None) -> ov.Model:
+    """``openvino.convert_model`` on ``path``; a failure is one line naming the file, the cause and ``hint``."""
+    try:
+        return ov.convert_model(str(path))
+    except Exception as exc:
+        raise error(f"{path}: OpenVINO could not convert the {kind} model ({cause_line(exc, limit)}); {hint}") from None
+
+
 def convert_onnx(onnx_path: str | Path, spec: ModelSpec) -> tuple[ov.Model, list[str]]:
     """``openvino.convert_model`` on the ONNX file; the spec's tensors must be the IR's; batch left dynamic."""
     onnx_path = Path(onnx_path)
-    try:
-        model = ov.convert_model(str(onnx_path))
-    except Exception as exc:
-        raise OpenVinoExportError(f"{onnx_path}: OpenVINO could not convert the ONNX model ({cause_line(exc)}); "
-                                  "check its opset and operators") from None
+    model = convert_file(onnx_path, "ONNX", OpenVinoExportError, "check its opset and operators")
     notes: list[str] = []
     inputs = {n: p for p in model.inputs for n in p.get_names()}
     outputs = {n for p in model.outputs for n in p.get_names()}
@@ -188,32 +192,44 @@ def add_openvino_artifact(
             ranking_subset_size=ranking_subset_size)
     embed_rt_info(model, spec, precision, extra_rt)
 
-    rel = artifact_path(precision)
-    bundle.path_of(rel).parent.mkdir(parents=True, exist_ok=True)
+    notes: dict[str, Any] = {
+        "source_artifact": source, "source_sha256": src.sha256,
+        "inference_precision": INFERENCE_PRECISION[precision],
+        "weights": WEIGHTS[precision], "dynamic_batch": is_dynamic_batch(model, spec.input.name),
+        "rt_info": {"spec": "/".join(RT_SPEC), "precision": "/".join(RT_PRECISION),
+                    "inference_precision": "/".join(RT_INFERENCE)},
+        "convert_s": round(t_convert, 3),
+    }
+    if conv_notes:
+        notes["conversion"] = conv_notes
+    if precision == "bf16":
+        notes["precision_note"] = "same IR as openvino-fp32, compiled with INFERENCE_PRECISION_HINT=bf16"
+    art = save_ir(root, model, precision, tools=tools, calibration=calibration, notes=notes, started=t_start,
+                  check=(lambda xml: _check_against_onnx(xml, onnx_path, spec)) if check else None)
+    log.info("%s", summary_line(art))
+    return art
+
+
+def save_ir(root: Path, model: ov.Model, precision: str, *, tools: dict[str, str], notes: dict[str, Any],
+            calibration: dict[str, Any] | None = None, check: Callable[[Path], Any] | None = None,
+            started: float | None = None, name: str | None = None, rel: str | None = None) -> Artifact:
+    """Save ``model`` in a staging folder inside the bundle, ``check`` it there, then move it in and record it.
+
+    Nothing half written is left in the bundle: the staging folder goes whatever happens.
+    """
+    rel = rel or artifact_path(precision)
     tmp = Path(tempfile.mkdtemp(prefix=".openvino-", suffix=".partial", dir=root))
     try:
         xml = tmp / Path(rel).name
         ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
-        notes: dict[str, Any] = {
-            "source_artifact": source, "source_sha256": src.sha256,
-            "inference_precision": INFERENCE_PRECISION[precision],
-            "weights": WEIGHTS[precision], "dynamic_batch": is_dynamic_batch(model, spec.input.name),
-            "rt_info": {"spec": "/".join(RT_SPEC), "precision": "/".join(RT_PRECISION),
-                        "inference_precision": "/".join(RT_INFERENCE)},
-            "convert_s": round(t_convert, 3),
-        }
-        if conv_notes:
-            notes["conversion"] = conv_notes
-        if precision == "bf16":
-            notes["precision_note"] = "same IR as openvino-fp32, compiled with INFERENCE_PRECISION_HINT=bf16"
-        if check:
-            notes["check"] = _check_against_onnx(xml, onnx_path, spec)
-        notes["total_s"] = round(time.perf_counter() - t_start, 3)
-        art = record_ir(root, xml, precision=precision, tools=tools, calibration=calibration, notes=notes)
+        if check is not None:
+            notes["check"] = check(xml)
+        if started is not None:
+            notes["total_s"] = round(time.perf_counter() - started, 3)
+        return record_ir(root, xml, precision=precision, tools=tools, calibration=calibration, notes=notes,
+                         name=name, rel=rel)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("%s", summary_line(art))
-    return art
 
 
 def record_ir(root: Path, xml: Path, *, precision: str, tools: dict[str, str], notes: dict[str, Any],

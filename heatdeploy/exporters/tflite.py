@@ -83,16 +83,10 @@ def require_spec(path: str | Path, spec_path: str | Path | None) -> ModelSpec:
 
 def convert_tflite_openvino(path: str | Path, spec: ModelSpec | None = None) -> tuple[ov.Model, list[str]]:
     """``openvino.convert_model`` on the .tflite; the spec's tensors must be the model's; batch made dynamic."""
-    import openvino as ov
-
-    from heatdeploy.exporters.openvino import dynamic_batch
+    from heatdeploy.exporters.openvino import convert_file, dynamic_batch
 
     p = check_tflite(path)
-    try:
-        model = ov.convert_model(str(p))
-    except Exception as exc:
-        raise TfliteError(f"{p}: OpenVINO could not convert the TFLite model ({cause_line(exc, 300)}); "
-                          "check its operators") from None
+    model = convert_file(p, "TFLite", TfliteError, "check its operators", limit=300)
     if spec is not None:
         _check_names(p, spec, {n for port in model.inputs for n in port.get_names()},
                      {n for port in model.outputs for n in port.get_names()})
@@ -209,25 +203,15 @@ def add_tflite_openvino_artifact(bundle_dir: str | Path, tflite: str | Path, pre
             keep_fp32=keep_fp32, target_device="any", fast_bias_correction=True, max_iterations=20,
             ranking_subset_size=100)
     ovx.embed_rt_info(model, spec, precision, {"source_tflite_sha256": digest})
-    rel = ovx.artifact_path(precision)
-    bundle.path_of(rel).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".openvino-", suffix=".partial", dir=root))
-    try:
-        xml = tmp / Path(rel).name
-        ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
-        notes: dict[str, Any] = {
-            "source": "tflite", "source_sha256": digest,
-            "inference_precision": ovx.INFERENCE_PRECISION[precision], "weights": ovx.WEIGHTS[precision],
-            "dynamic_batch": ovx.is_dynamic_batch(model, spec.input.name), "convert_s": round(t_convert, 3),
-        }
-        if conv_notes:
-            notes["conversion"] = conv_notes
-        if check:
-            notes["check"] = _check_against_tflite(xml, path, spec)
-        notes["total_s"] = round(time.perf_counter() - t0, 3)
-        art = ovx.record_ir(root, xml, precision=precision, tools=tools, calibration=calibration, notes=notes)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    notes: dict[str, Any] = {
+        "source": "tflite", "source_sha256": digest,
+        "inference_precision": ovx.INFERENCE_PRECISION[precision], "weights": ovx.WEIGHTS[precision],
+        "dynamic_batch": ovx.is_dynamic_batch(model, spec.input.name), "convert_s": round(t_convert, 3),
+    }
+    if conv_notes:
+        notes["conversion"] = conv_notes
+    art = ovx.save_ir(root, model, precision, tools=tools, calibration=calibration, notes=notes, started=t0,
+                      check=(lambda xml: _check_against_tflite(xml, path, spec)) if check else None)
     return art
 
 
