@@ -14,7 +14,7 @@ Why the floor: a displacement mean carries argmax jumps between near-equal peaks
 causes; when stock already sits within a few times the floor, "5x better than stock" asks for less error
 than FP32 has against itself, and no quantizer can show it.
 
-    nice -n 10 python benchmarks/int8_accuracy.py [--blazepose]
+    nice -n 10 python benchmarks/int8_accuracy.py [--blazepose] [--weights mobilenet.pt]
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def _line(result: Any) -> Line:
                 km.flips_lost + km.flips_gained)
 
 
-def _mobilenet(root: Path) -> tuple[Path, Any, str]:
+def _mobilenet(root: Path, weights: str | None = None) -> tuple[Path, Any, str]:
     from heatdeploy.models.mobilenet import eval_images, export_mobilenet_bundle
 
-    return export_mobilenet_bundle(root / "bundle"), eval_images(64), "synthetic:128"
+    return export_mobilenet_bundle(root / "bundle", weights), eval_images(64), "synthetic:128"
 
 
 def _blazepose(root: Path) -> tuple[Path, Any, str]:
@@ -67,14 +67,14 @@ def _blazepose(root: Path) -> tuple[Path, Any, str]:
     return Path(bundle), str(root / "eval"), str(root / "calib")
 
 
-def measure(model: str, root: Path) -> None:
+def measure(model: str, root: Path, weights: str | None = None) -> None:
     from heatdeploy.calibration.artifact import add_onnx_int8
     from heatdeploy.calibration.stock import NNCF_STOCK_NAME, STOCK_NAME, add_stock_int8, add_stock_nncf
     from heatdeploy.exporters.openvino import add_openvino_artifact
     from heatdeploy.runtime.parity import run_parity
 
     t0 = time.perf_counter()
-    bundle, data, calib = (_mobilenet if model == "mobilenet" else _blazepose)(root)
+    bundle, data, calib = _mobilenet(root, weights) if model == "mobilenet" else _blazepose(root)
     add_onnx_int8(bundle, calib)
     add_stock_int8(bundle, calib)
     add_openvino_artifact(bundle, "int8", calib=calib)
@@ -107,10 +107,11 @@ def measure(model: str, root: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blazepose", action="store_true", help="also BlazePose (slow: ~10 min on 2 cores)")
+    parser.add_argument("--weights", help="MobileNet weights other than the shipped ones (a state_dict .pt)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="heatdeploy-int8acc-") as tmp:
         for model in ("mobilenet", "blazepose") if args.blazepose else ("mobilenet",):
-            measure(model, Path(tmp) / model)
+            measure(model, Path(tmp) / model, args.weights)
     return 0
 
 

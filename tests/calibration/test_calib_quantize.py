@@ -190,6 +190,33 @@ def test_auto_method_measures_both_and_keeps_the_closer(tiny_model: Path, image_
     scores = {k: v["score"] for k, v in choice["candidates"].items()}
     assert report.method == choice["chosen"] == min(scores, key=lambda k: (scores[k], k != "minmax"))
     assert report.options["method"] == "auto" and report.ranges["method"] == report.method
+    import onnx
+
+    graph_outputs = {o.name for o in onnx.load(str(tiny_model)).graph.output}
+    for figures in choice["candidates"].values():  # every graph output is measured, not only the decoded ones
+        assert set(figures["output_rmse"]) == graph_outputs and all(v >= 0 for v in figures["output_rmse"].values())
+
+
+def test_choice_scores_weigh_every_output_as_a_ratio() -> None:
+    """12% closer keypoints do not buy 6x the existence drift: errors compare as ratios, term by term."""
+    from heatdeploy.calibration.quantize import choice_scores, output_rmse
+
+    # the MobileNet-style model's sample figures, then BlazePose's (flip cost counted in "keypoints")
+    terms = {"minmax": {"keypoints": 0.0406, "existence": 6.5e-5},
+             "mean_minmax": {"keypoints": 0.0356, "existence": 4.0e-4}}
+    scores = choice_scores(terms)
+    assert scores["minmax"] < scores["mean_minmax"] and min(scores.values()) >= 0
+    bp = choice_scores({"minmax": {"keypoints": 11.3, "existence": 0.424},
+                        "mean_minmax": {"keypoints": 9.1, "existence": 0.176}})
+    assert bp["mean_minmax"] == 0.0 < bp["minmax"]
+    terms["mean_minmax"]["existence"] = 6.5e-5  # now better on one term, equal on the other
+    scores = choice_scores(terms)
+    assert scores["mean_minmax"] == 0.0 < scores["minmax"]
+    same = choice_scores({"a": {"x": 0.0}, "b": {"x": 0.0}})
+    assert same == {"a": 0.0, "b": 0.0}
+    ref = [{"a": np.zeros((2, 3), np.float32), "b": np.ones((2, 1), np.float32)}]
+    got = output_rmse(ref, [{"a": np.full((2, 3), 2.0, np.float32), "b": np.ones((2, 1), np.float32)}])
+    assert got == {"a": pytest.approx(2.0), "b": 0.0}
 
 
 def test_calibration_streams_one_batch_per_call(tiny_model: Path, image_dir: Path, spec: ModelSpec,
