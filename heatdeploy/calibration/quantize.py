@@ -47,7 +47,9 @@ from heatdeploy import __version__
 from heatdeploy.calibration.cache import CalibrationCache, cache_key
 from heatdeploy.calibration.collect import METHODS, CalibOptions, calibrated_op_types, collect_ranges
 from heatdeploy.calibration.graph import (
+    COMPUTE_OPS,
     PASS_THROUGH_OPS,
+    REQUANTIZING_OPS,
     OpsSummary,
     compute_layers,
     float_islands,
@@ -181,7 +183,7 @@ def quantize_onnx_int8(
         }
         sens_opts = {"threshold_px": sensitivity_threshold, "flip_rate": sensitivity_flip_rate,
                      "batches": sensitivity_batches, "max_layers": sensitivity_max_layers,
-                     "budget_s": sensitivity_budget_s}
+                     "budget_s": sensitivity_budget_s, "op_types": [*COMPUTE_OPS, *REQUANTIZING_OPS]}
         if mode == "auto":
             options["sensitivity"] = sens_opts
 
@@ -249,7 +251,7 @@ def quantize_onnx_int8(
         if mode == "auto" and sample:
             t0 = time.perf_counter()
             rows, sens_note = sensitivity_pass(
-                [(n.name, n.op_type) for n in compute_layers(model, excluded)],
+                [(n.name, n.op_type) for n in compute_layers(model, excluded, COMPUTE_OPS + REQUANTIZING_OPS)],
                 lambda node, path: quantize_to(path, only=[node]),
                 lambda path: keypoint_agreement(spec, reference, run_model(path, input_name, sample, outputs)),
                 work, threshold_px=sensitivity_threshold, flip_threshold=sensitivity_flip_rate,
