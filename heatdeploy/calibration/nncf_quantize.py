@@ -49,6 +49,7 @@ TARGET_DEVICES = {d.value.lower(): d for d in nncf.TargetDevice}
 KEEP_MODES = ("base", "none")
 DEFAULT_VALIDATION = 200  # images the accuracy-control metric runs on
 DEFAULT_RANKING = 100  # images NNCF's layer ranking runs on (it validates once per quantizer group)
+MISSING_SHOWN = 5  # unknown keep_fp32 names named in the error; the rest are counted
 DEFAULT_MAX_ITERATIONS = 20  # layers reverted one group at a time, each with a full validation
 
 
@@ -143,8 +144,11 @@ def float_scope(model: ov.Model, keep_fp32: str | Sequence[str] = "base",
         known = [op.get_friendly_name() for op in model.get_ordered_ops()]
         missing = [n for n in names if n not in set(known)]
         if missing:
+            shown = missing[:MISSING_SHOWN]  # one readable line even when a whole list is wrong
             hints = "; ".join(f"{n!r}" + (f" (did you mean {', '.join(map(repr, get_close_matches(n, known, 2)))}?)"
-                                          if get_close_matches(n, known, 2) else "") for n in missing)
+                                          if get_close_matches(n, known, 2) else "") for n in shown)
+            if len(missing) > len(shown):
+                hints += f" and {len(missing) - len(shown)} more of the {len(names)} given"
             raise CalibrationError(f"keep_fp32: no op named {hints} in the OpenVINO IR; names are the IR's "
                                    "friendly names (see the artifact's calibration record)")
         for n in names:

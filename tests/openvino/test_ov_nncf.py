@@ -105,6 +105,9 @@ def test_keep_fp32_names_are_checked(tiny_bundle: Path) -> None:
     assert set(float_scope(model, "none")) <= set(float_scope(model, "base"))
     with pytest.raises(CalibrationError, match="did you mean 'conv2/WithoutBiases'"):
         float_scope(model, ["conv2/WithoutBias"])
+    with pytest.raises(CalibrationError, match=r"and 15 more of the 20 given") as err:  # a long wrong list: short
+        float_scope(model, [f"nope_{i}" for i in range(20)])
+    assert "nope_4" in str(err.value) and "nope_5" not in str(err.value) and len(str(err.value)) < 400
 
 
 def test_user_model_needs_calibration_data(tiny_bundle: Path) -> None:
