@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
 from typing import Any
@@ -128,7 +128,8 @@ def saturating_nodes(model: ov.Model) -> dict[str, str]:
 def float_scope(model: ov.Model, keep_fp32: str | Sequence[str] = "base",
                 decoded: Collection[str] | None = None) -> dict[str, str]:
     """IR op name -> why it stays float. ``base``: head tails + Sigmoid/Softmax; ``none``: only what keeps the
-    outputs' values float (tails through reshapes); a list of names: ``base`` plus those ops.
+    outputs' values float (tails through reshapes); a list of names (or a name -> reason mapping): ``base``
+    plus those ops.
 
     ``decoded``: the outputs the spec decodes; only their heads keep the last conv float (default: all).
     """
@@ -151,8 +152,9 @@ def float_scope(model: ov.Model, keep_fp32: str | Sequence[str] = "base",
                 hints += f" and {len(missing) - len(shown)} more of the {len(names)} given"
             raise CalibrationError(f"keep_fp32: no op named {hints} in the OpenVINO IR; names are the IR's "
                                    "friendly names (see the artifact's calibration record)")
+        reasons = keep_fp32 if isinstance(keep_fp32, Mapping) else {}
         for n in names:
-            scope.setdefault(n, "requested (keep_fp32)")
+            scope.setdefault(n, str(reasons.get(n, "requested (keep_fp32)")))
     return scope
 
 

@@ -139,7 +139,7 @@ def add_openvino_artifact(
     accuracy_data: str | None = None,
     validation_size: int = 200,
     pck_alpha: float = 0.05,
-    keep_fp32: str | Sequence[str] = "base",
+    keep_fp32: str | Sequence[str] = "auto",
     target_device: str = "any",
     fast_bias_correction: bool = True,
     max_iterations: int = 20,
@@ -151,8 +151,10 @@ def add_openvino_artifact(
 
     INT8 options: ``calib`` is anything :func:`~heatdeploy.calibration.sources.open_source` takes (folder,
     video, .npy/.npz, ``synthetic[:N]``; default ``synthetic`` for the shipped reference, required
-    otherwise), ``calib_size`` samples with ``seed``; ``preset`` mixed|performance; ``keep_fp32`` base|none|
-    op names; ``accuracy_control`` = maximal PCK drop in points, measured on ``accuracy_data`` (a labelled
+    otherwise), ``calib_size`` samples with ``seed``; ``preset`` mixed|performance; ``keep_fp32``
+    auto|base|none|op names (``auto`` = ``base`` plus the ops heatdeploy's per-layer sensitivity pass, run
+    with ORT on the same data, keeps FP32: :mod:`heatdeploy.calibration.sensitivity_scope`);
+    ``accuracy_control`` = maximal PCK drop in points, measured on ``accuracy_data`` (a labelled
     split, image folder or ``synthetic:N``; default: ``synthetic:<validation_size>`` with another seed when
     calibrating on synthetic, else the calibration folder) as PCK@``pck_alpha`` (of the image diagonal),
     bounded by ``max_iterations`` and ``ranking_subset_size``. ``check`` runs the IR and ORT FP32 on two
@@ -278,14 +280,33 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
                                    "a video, a .npy/.npz of preprocessed inputs, or 'synthetic' (reference only)")
         calib = "synthetic"
     source = open_source(bundle.spec, calib, size=calib_size, seed=seed)
+    keep, note = _resolve_keep(keep_fp32, model, bundle, source)
     validation = None
     if accuracy_control is not None:
         validation = _validation_data(bundle.spec, calib, accuracy_data, validation_size, seed)
     quantized, report = quantize_openvino_int8(
-        model, bundle.spec, source, preset=preset, keep_fp32=keep_fp32, target_device=target_device,
+        model, bundle.spec, source, preset=preset, keep_fp32=keep, target_device=target_device,
         fast_bias_correction=fast_bias_correction, accuracy_control=accuracy_control, validation=validation,
         pck_alpha=pck_alpha, max_iterations=max_iterations, ranking_subset_size=ranking_subset_size)
+    if note:
+        report.notes.insert(0, note)
+        report.options["keep_fp32"] = "auto"
     return quantized, report.to_manifest(), nncf.__version__
+
+
+def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, bundle: Bundle,
+                  source: Any) -> tuple[str | Sequence[str] | dict[str, str], str]:
+    """``auto`` = ``base`` plus the IR ops of the ONNX nodes heatdeploy's measured sensitivity keeps FP32."""
+    if keep_fp32 != "auto":
+        return keep_fp32, ""
+    from heatdeploy.calibration.sensitivity_scope import ir_names, sensitive_onnx_nodes
+
+    onnx_path = bundle.path_of(bundle.artifact(SOURCE_ARTIFACT))
+    nodes, note = sensitive_onnx_nodes(onnx_path, bundle.spec, source)
+    names = ir_names(model, onnx_path, nodes)
+    if not names:
+        return "base", f"{note}; none to keep float in the IR"
+    return names, f"{note}, {len(names)} IR ops ignored by NNCF"
 
 
 def _validation_data(spec: ModelSpec, calib: str, accuracy_data: str | None, size: int, seed: int) -> Any:
