@@ -173,7 +173,8 @@ def export(
     calib_method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
     calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N calibration samples")] = None,
     seed: Annotated[int, typer.Option(help="calibration subset seed")] = 0,
-    keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",
+    keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,... (ONNX node names; IR op "
+                                                "names for --format openvino)")] = "auto",
     preset: Annotated[str, typer.Option(help="OpenVINO/NNCF INT8 preset: mixed | performance")] = "mixed",
     accuracy_control: Annotated[float | None, typer.Option(
         help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")] = None,
@@ -230,7 +231,8 @@ def export(
 
         with console.status(f"OpenVINO {precision} export"):
             art = add_openvino_artifact(out, precision, calib=calib, calib_size=calib_size, seed=seed,
-                                        preset=preset, accuracy_control=accuracy_control)
+                                        preset=preset, accuracy_control=accuracy_control,
+                                        keep_fp32=_keep_list(keep_fp32))
         console.print(summary_line(art), highlight=False, soft_wrap=True)
     if format == "tensorrt":
         from heatdeploy.exporters.tensorrt import export_tensorrt
@@ -241,13 +243,18 @@ def export(
     console.print(f"bundle written: {out}")
 
 
+def _keep_list(keep_fp32: str) -> str | list[str]:
+    """``--keep-fp32``: a mode (auto, base, none) or comma-separated node names."""
+    return keep_fp32 if keep_fp32 in ("auto", "base", "none") else keep_fp32.split(",")
+
+
 def add_int8(bundle: Path, calib: str | None, *, method: str = "auto", calib_size: int | None = None,
              seed: int = 0, keep_fp32: str = "auto", activation_type: str = "auto",
              symmetric_activations: bool = False) -> Any:
     """Calibrate and add the ORT INT8 artifact; print what stayed FP32 and what runs INT8."""
     from heatdeploy.calibration.artifact import add_onnx_int8
 
-    keep: str | list[str] = keep_fp32 if keep_fp32 in ("auto", "base", "none") else keep_fp32.split(",")
+    keep = _keep_list(keep_fp32)
     with console.status(f"calibrating INT8 ({method}) on {calib}"):
         art, report = add_onnx_int8(bundle, calib or "synthetic", method=method, calib_size=calib_size,
                                     seed=seed, keep_fp32=keep, activation_type=activation_type,

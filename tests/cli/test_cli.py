@@ -117,3 +117,14 @@ def test_python_api_predicts_arrays(random_reference_bundle):
 def test_missing_image(random_reference_bundle, tmp_path, missing):
     res = _invoke("run", random_reference_bundle, tmp_path / missing)
     assert res.exit_code == 1 and missing in res.output
+
+
+def test_openvino_int8_keep_fp32_reaches_nncf(random_reference_bundle, tmp_path):
+    """--keep-fp32 names go to the OpenVINO INT8 float scope too; an unknown one is a one-line error, exit 1."""
+    pytest.importorskip("nncf", reason="nncf is not installed: pip install 'heatdeploy[openvino]'")
+    res = _invoke("export", random_reference_bundle / "model.onnx", "--format", "openvino", "--precision", "int8",
+                  "--calib", "synthetic:4", "--keep-fp32", "no_such_op", "--out", tmp_path / "b")
+    assert res.exit_code == 1, res.output
+    assert "no op named 'no_such_op'" in res.output and "friendly names" in res.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert not any(a["format"] == "openvino" for a in manifest["artifacts"])  # nothing half added
