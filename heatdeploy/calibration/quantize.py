@@ -241,7 +241,7 @@ def quantize_onnx_int8(
                       per_channel=per_channel, symmetric=symmetric_activations, exclude=exclude, only=only)
 
         outputs = list(spec.output_names)
-        every = [o.name for o in model.graph.output]  # the method choice guards outputs the spec does not decode
+        every = [o.name for o in model.graph.output]  # the method choice records every output's error
         reference_all = run_model(pre_path, input_name, sample, every) if sample else []
         reference = [{k: d[k] for k in outputs} for d in reference_all]
         if choose:
