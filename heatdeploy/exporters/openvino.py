@@ -302,7 +302,14 @@ def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, bundle: Bundl
     from heatdeploy.calibration.sensitivity_scope import ir_names, sensitive_onnx_nodes
 
     onnx_path = bundle.path_of(bundle.artifact(SOURCE_ARTIFACT))
-    nodes, note = sensitive_onnx_nodes(onnx_path, bundle.spec, source)
+    try:
+        nodes, note = sensitive_onnx_nodes(onnx_path, bundle.spec, source)
+    except ImportError as exc:  # an OpenVINO-only install: no ORT to measure with
+        return "base", f"keep_fp32=auto used the base scope: the sensitivity pass needs onnxruntime ({exc})"
+    except Exception as exc:  # noqa: BLE001 - ORT refusing a graph must not stop the OpenVINO export
+        log.warning("OpenVINO INT8: ORT sensitivity pass failed (%s); base float scope used", exc)
+        return "base", ("keep_fp32=auto used the base scope: the ORT sensitivity pass failed "
+                        f"({type(exc).__name__}: {exc})")
     names = ir_names(model, onnx_path, nodes)
     if not names:
         return "base", f"{note}; none to keep float in the IR"

@@ -66,3 +66,20 @@ def test_auto_keeps_sensitive_layers_float_in_the_int8_ir(tiny_bundle: Path, tmp
     base = add_openvino_artifact(tiny_bundle, "int8", calib="synthetic", calib_size=16, keep_fp32="base")
     ir = ov.Core().read_model(str(Bundle.load(tiny_bundle).path_of(base)))
     assert "int8" in set(layer_precisions(ir).values())
+
+
+@pytest.mark.parametrize("error", [ImportError("No module named 'onnxruntime'"), RuntimeError("shape inference")])
+def test_auto_falls_back_to_base_when_ort_cannot_measure(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         error: Exception) -> None:
+    """An OpenVINO-only install (or a graph ORT refuses) still exports INT8, with the base scope and a note."""
+    import heatdeploy.calibration.sensitivity_scope as scope_mod
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(scope_mod, "sensitive_onnx_nodes", fail)
+    art = add_openvino_artifact(tiny_bundle, "int8", calib="synthetic", calib_size=8)
+    notes = art.calibration["notes"]
+    assert any("keep_fp32=auto used the base scope" in n and str(error) in n for n in notes), notes
+    ir = ov.Core().read_model(str(Bundle.load(tiny_bundle).path_of(art)))
+    assert "int8" in set(layer_precisions(ir).values())
