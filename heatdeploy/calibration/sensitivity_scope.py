@@ -20,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 SUFFIXES = ("/WithoutBiases",)
-IR_COMPUTE_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
-                    "MatMul")
-SENSITIVITY_PREFIX = "sensitivity"
 
 
 def sensitive_onnx_nodes(onnx_path: str | Path, spec: Any, source: Any, **options: Any) -> tuple[dict[str, str], str]:
@@ -37,7 +34,7 @@ def sensitive_onnx_nodes(onnx_path: str | Path, spec: Any, source: Any, **option
         # the same options as add_onnx_int8's defaults, so its cached result answers
         report = quantize_onnx_int8(onnx_path, Path(tmp) / "int8.onnx", spec, source, keep_fp32="auto",
                                     **{"symmetric_activations": False, **options})
-    kept = {name: why for name, why in report.excluded.items() if why.startswith(SENSITIVITY_PREFIX)}
+    kept = {row["node"]: report.excluded[row["node"]] for row in report.sensitivity if row["kept_fp32"]}
     note = (f"ORT per-layer sensitivity ({report.sensitivity_note}; cache: {report.cache}): "
             f"{len(kept)} ONNX nodes kept float")
     return kept, note
@@ -46,6 +43,8 @@ def sensitive_onnx_nodes(onnx_path: str | Path, spec: Any, source: Any, **option
 def ir_names(model: Any, onnx_path: str | Path, nodes: Mapping[str, str]) -> dict[str, str]:
     """IR op name -> reason, for the IR ops that carry each ONNX node in ``nodes`` (by name or output)."""
     import onnx
+
+    from heatdeploy.calibration.nncf_quantize import COMPUTE_TYPES
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     by_name: dict[str, str] = {}
@@ -64,6 +63,6 @@ def ir_names(model: Any, onnx_path: str | Path, nodes: Mapping[str, str]) -> dic
         if op.get_type_name() == "Add":  # a bias Add named after the node: its layer may carry a generated name
             for port in op.inputs():
                 producer = port.get_source_output().get_node()
-                if producer.get_type_name() in IR_COMPUTE_TYPES:
+                if producer.get_type_name() in COMPUTE_TYPES:
                     found.setdefault(producer.get_friendly_name(), f"ORT {why}")
     return found

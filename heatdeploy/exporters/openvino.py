@@ -187,7 +187,7 @@ def add_openvino_artifact(
     extra_rt: dict[str, str] = {"source_artifact": source, "source_sha256": src.sha256}
     if precision == "int8":
         model, calibration, tools["nncf"] = _quantize(
-            model, bundle, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
+            model, bundle, onnx_path, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
             accuracy_control=accuracy_control, accuracy_data=accuracy_data, validation_size=validation_size,
             pck_alpha=pck_alpha, keep_fp32=keep_fp32, target_device=target_device,
             fast_bias_correction=fast_bias_correction, max_iterations=max_iterations,
@@ -264,7 +264,7 @@ def summary_line(art: Artifact, checked_against: str = "ORT FP32") -> str:
     return text
 
 
-def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size: int | None, seed: int,
+def _quantize(model: ov.Model, bundle: Bundle, onnx_path: Path, *, calib: str | None, calib_size: int | None, seed: int,
               preset: str, accuracy_control: float | None, accuracy_data: str | None, validation_size: int,
               pck_alpha: float, keep_fp32: str | Sequence[str], target_device: str, fast_bias_correction: bool,
               max_iterations: int, ranking_subset_size: int | None) -> tuple[ov.Model, dict[str, Any], str]:
@@ -280,7 +280,7 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
                                    "a video, a .npy/.npz of preprocessed inputs, or 'synthetic' (reference only)")
         calib = "synthetic"
     source = open_source(bundle.spec, calib, size=calib_size, seed=seed)
-    keep, note = _resolve_keep(keep_fp32, model, bundle, source)
+    keep, note = _resolve_keep(keep_fp32, model, onnx_path, bundle.spec, source)
     validation = None
     if accuracy_control is not None:
         validation = _validation_data(bundle.spec, calib, accuracy_data, validation_size, seed)
@@ -294,16 +294,18 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
     return quantized, report.to_manifest(), nncf.__version__
 
 
-def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, bundle: Bundle,
+def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, onnx_path: Path, spec: ModelSpec,
                   source: Any) -> tuple[str | Sequence[str] | dict[str, str], str]:
-    """``auto`` = ``base`` plus the IR ops of the ONNX nodes heatdeploy's measured sensitivity keeps FP32."""
+    """``auto`` = ``base`` plus the IR ops of the ONNX nodes heatdeploy's measured sensitivity keeps FP32.
+
+    ``onnx_path`` is the ONNX the IR was converted from, so the names measured are the names converted.
+    """
     if keep_fp32 != "auto":
         return keep_fp32, ""
     from heatdeploy.calibration.sensitivity_scope import ir_names, sensitive_onnx_nodes
 
-    onnx_path = bundle.path_of(bundle.artifact(SOURCE_ARTIFACT))
     try:
-        nodes, note = sensitive_onnx_nodes(onnx_path, bundle.spec, source)
+        nodes, note = sensitive_onnx_nodes(onnx_path, spec, source)
     except ImportError as exc:  # an OpenVINO-only install: no ORT to measure with
         return "base", f"keep_fp32=auto used the base scope: the sensitivity pass needs onnxruntime ({exc})"
     except Exception as exc:  # noqa: BLE001 - ORT refusing a graph must not stop the OpenVINO export

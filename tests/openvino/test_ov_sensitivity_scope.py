@@ -12,7 +12,7 @@ pytest.importorskip("nncf", reason="nncf is not installed: pip install 'heatdepl
 
 from heatdeploy.bundle import Bundle  # noqa: E402
 from heatdeploy.calibration.graph import COMPUTE_OPS  # noqa: E402
-from heatdeploy.calibration.nncf_quantize import float_scope, layer_precisions  # noqa: E402
+from heatdeploy.calibration.nncf_quantize import COMPUTE_TYPES, float_scope, layer_precisions  # noqa: E402
 from heatdeploy.calibration.sensitivity_scope import ir_names, sensitive_onnx_nodes  # noqa: E402
 from heatdeploy.calibration.sources import open_source  # noqa: E402
 from heatdeploy.exporters.openvino import add_openvino_artifact  # noqa: E402
@@ -39,8 +39,7 @@ def test_every_sensitive_conv_is_found_in_the_ir(tiny_bundle: Path, tmp_path: Pa
     assert "ORT per-layer sensitivity" in note and f"{len(nodes)} ONNX nodes kept float" in note
     model = ov.convert_model(str(onnx_path))
     names = ir_names(model, onnx_path, nodes)
-    ir_convs = {op.get_friendly_name() for op in model.get_ordered_ops()
-                if op.get_type_name() in ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")}
+    ir_convs = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in COMPUTE_TYPES}
     # the IR's layers themselves, not only their bias Adds (a ConvTranspose's layer has a generated name)
     assert len(ir_convs & set(names)) == len(sensitive_convs), (sorted(sensitive_convs), sorted(names))
     assert {"conv1/WithoutBiases", "conv2/WithoutBiases"} <= set(names)
