@@ -187,7 +187,7 @@ def add_openvino_artifact(
     extra_rt: dict[str, str] = {"source_artifact": source, "source_sha256": src.sha256}
     if precision == "int8":
         model, calibration, tools["nncf"] = _quantize(
-            model, bundle, onnx_path, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
+            model, bundle, onnx_path=onnx_path, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
             accuracy_control=accuracy_control, accuracy_data=accuracy_data, validation_size=validation_size,
             pck_alpha=pck_alpha, keep_fp32=keep_fp32, target_device=target_device,
             fast_bias_correction=fast_bias_correction, max_iterations=max_iterations,
@@ -264,10 +264,11 @@ def summary_line(art: Artifact, checked_against: str = "ORT FP32") -> str:
     return text
 
 
-def _quantize(model: ov.Model, bundle: Bundle, onnx_path: Path, *, calib: str | None, calib_size: int | None, seed: int,
+def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size: int | None, seed: int,
               preset: str, accuracy_control: float | None, accuracy_data: str | None, validation_size: int,
               pck_alpha: float, keep_fp32: str | Sequence[str], target_device: str, fast_bias_correction: bool,
-              max_iterations: int, ranking_subset_size: int | None) -> tuple[ov.Model, dict[str, Any], str]:
+              max_iterations: int, ranking_subset_size: int | None,
+              onnx_path: Path | None = None) -> tuple[ov.Model, dict[str, Any], str]:
     """NNCF INT8 from the shared calibration sources; returns the model, its record and NNCF's version."""
     import nncf
 
@@ -294,7 +295,7 @@ def _quantize(model: ov.Model, bundle: Bundle, onnx_path: Path, *, calib: str | 
     return quantized, report.to_manifest(), nncf.__version__
 
 
-def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, onnx_path: Path, spec: ModelSpec,
+def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, onnx_path: Path | None, spec: ModelSpec,
                   source: Any) -> tuple[str | Sequence[str] | dict[str, str], str]:
     """``auto`` = ``base`` plus the IR ops of the ONNX nodes heatdeploy's measured sensitivity keeps FP32.
 
@@ -302,6 +303,8 @@ def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, onnx_path: Pa
     """
     if keep_fp32 != "auto":
         return keep_fp32, ""
+    if onnx_path is None:  # an IR read from a .tflite: no ONNX graph to measure on
+        return "base", "keep_fp32=auto used the base scope: the sensitivity pass needs the model as ONNX"
     from heatdeploy.calibration.sensitivity_scope import ir_names, sensitive_onnx_nodes
 
     try:
