@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from heatdeploy import __version__
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.fsutil import _umask, atomic_copy, atomic_write_text, sha256_file
 from heatdeploy.spec import ModelSpec, SpecError
 
@@ -26,7 +27,7 @@ BUNDLE_FORMAT = "heatdeploy-bundle"
 BUNDLE_SCHEMA = 1
 
 
-class BundleError(ValueError):
+class BundleError(HeatdeployError, ValueError):
     """A bundle that cannot be trusted or used; the message names the file and the fix."""
 
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from heatdeploy.errors import HeatdeployError
+
 SCHEMA_VERSION = 1
 METADATA_KEY = "heatdeploy.spec"
 
@@ -26,7 +28,7 @@ CoordUnits = Literal["pixels", "normalized"]
 HeadKind = Literal["heatmap", "simcc", "centers", "landmarks"]
 
 
-class SpecError(ValueError):
+class SpecError(HeatdeployError, ValueError):
     """A spec that cannot be used; the message names the field and what would fix it."""
 
 

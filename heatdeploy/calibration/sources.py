@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.errortext import first_line
 from heatdeploy.fsutil import sha256_file
 from heatdeploy.models.synthetic_spec import synthetic_count
@@ -38,7 +39,7 @@ _MAX_LISTED = 20  # skipped files named in the record; the count is always exact
 _FIX = "pass a folder of JPEG/PNG/BMP/WebP images"
 
 
-class CalibrationError(ValueError):
+class CalibrationError(HeatdeployError, ValueError):
     """Calibration cannot proceed; the one-line message names the data (or model) and the fix."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.fsutil import read_toml
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -31,7 +32,7 @@ DEFAULT_OPSET = 17  # the exporter's default: read by every target (TensorRT 8.5
 MIN_OPSET = 11
 
 
-class DeviceProfileError(ValueError):
+class DeviceProfileError(HeatdeployError, ValueError):
     """A profile that cannot be used; the one-line message names the file, the key and the fix."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heatdeploy.bundle import MANIFEST, Bundle, BundleError
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.exporters.onnx import (
     OnnxFileError,
     default_opset,
@@ -30,7 +31,7 @@ OK, MISMATCH, MISSING = "ok", "MISMATCH", "missing"
 TOP_OPS = 10
 
 
-class InspectError(ValueError):
+class InspectError(HeatdeployError, ValueError):
     """A path that is neither a bundle directory nor an .onnx file."""
 
 

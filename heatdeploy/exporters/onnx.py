@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.fsutil import atomic_path
 from heatdeploy.spec import METADATA_KEY, ModelSpec, SpecError
 
@@ -34,11 +35,11 @@ BATCH_AXIS = "N"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(HeatdeployError, RuntimeError):
     """The export ran but produced something that cannot be trusted; the message says what and why."""
 
 
-class OnnxFileError(ValueError):
+class OnnxFileError(HeatdeployError, ValueError):
     """An ONNX file that cannot be read; the one-line message names the file."""
 
 

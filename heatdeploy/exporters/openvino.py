@@ -32,6 +32,7 @@ import openvino as ov
 
 from heatdeploy import __version__
 from heatdeploy.bundle import Artifact, Bundle, BundleError
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.errortext import cause_line
 from heatdeploy.fsutil import sha256_file
 from heatdeploy.runtime.backends.openvino import RT_INFERENCE, RT_PRECISION, RT_SECTION, RT_SPEC, spec_from_model
@@ -48,7 +49,7 @@ SOURCE_ARTIFACT = "onnx-fp32"
 CHECK_SEED = 1234  # seeded inputs for the post-export check against ORT FP32
 
 
-class OpenVinoExportError(RuntimeError):
+class OpenVinoExportError(HeatdeployError, RuntimeError):
     """The ONNX model could not become a usable IR; the message names the file and the fix."""
 
 

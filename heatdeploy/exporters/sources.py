@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.errortext import first_line
 from heatdeploy.spec import ModelSpec
 
@@ -22,7 +23,7 @@ _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 MODEL_HELP = "expected 'reference', a torch.export file (.pt2) or package.module:factory"
 
 
-class SourceError(ValueError):
+class SourceError(HeatdeployError, ValueError):
     """The model (or its weights / spec) cannot be loaded; the message names the thing and the fix."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from heatdeploy import __version__
 from heatdeploy.bundle import Bundle
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.fsutil import atomic_write_text, read_toml
 from heatdeploy.runtime.heads import decode_outputs
 from heatdeploy.runtime.metrics import diagonal, displacement, pck
@@ -50,11 +51,11 @@ MATCH_RADIUS = 4.0
 HIST_EDGES = 10.0 ** np.arange(-8.0, 1.01, 0.5)
 
 
-class ParityError(ValueError):
+class ParityError(HeatdeployError, ValueError):
     """Parity cannot run on what was given; the one-line message names the input and the fix."""
 
 
-class ToleranceError(ValueError):
+class ToleranceError(HeatdeployError, ValueError):
     """A tolerance profile that cannot be used; the message names the file and the key."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.spec import InputSpec
 
 # Person boxes are enlarged by this factor before cropping, as MMPose's top-down pipeline does,
@@ -30,7 +31,7 @@ _GREY_WEIGHTS_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # ITU-R B
 _FIX = "pass a JPEG, PNG, BMP or WebP file"
 
 
-class ImageError(ValueError):
+class ImageError(HeatdeployError, ValueError):
     """An image that cannot be used; the one-line message names the file (or array) and the fix."""
 
 

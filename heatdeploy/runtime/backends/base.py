@@ -7,8 +7,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from heatdeploy.errors import HeatdeployError
 
-class BackendError(RuntimeError):
+
+class BackendError(HeatdeployError, RuntimeError):
     """An engine could not load or engage what was asked (never a silent fallback)."""
 
 
