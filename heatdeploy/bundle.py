@@ -122,9 +122,9 @@ class Bundle:
             raise BundleError(f"{self.root / MANIFEST}: {rel!r} resolves outside the bundle (symlink?)")
         return p
 
-    def verify(self) -> None:
-        """Check every artifact file exists and matches its sha256."""
-        for a in self.artifacts:
+    def verify(self, artifacts: list[Artifact] | None = None) -> None:
+        """Check that the artifacts' files (default: every artifact) exist and match their sha256."""
+        for a in self.artifacts if artifacts is None else artifacts:
             files = {a.path: a.sha256, **a.extra_files}
             for rel, digest in files.items():
                 p = self.path_of(rel)

@@ -2,11 +2,13 @@
 
 onnx is imported inside the functions so describing a bundle stays cheap; hashes are reported per file
 (ok / MISMATCH / missing) instead of failing on the first bad one, because this is the tool you run to
-find out what is wrong.
+find out what is wrong. A runtime-only install (no ``onnx``) gets the spec and tensors from the installed
+engine instead, and one ``details`` line saying what needs ``onnx``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ from heatdeploy.exporters.onnx import (
     value_dims,
 )
 from heatdeploy.fsutil import sha256_file
+from heatdeploy.runtime.backends.base import BackendError, backend_for_file, load_backend, read_spec_with
 from heatdeploy.spec import SpecError
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 OK, MISMATCH, MISSING = "ok", "MISMATCH", "missing"
 TOP_OPS = 10
+NO_ONNX = "opset, op counts and dtypes need the onnx package: pip install onnx (or heatdeploy[export])"
 
 
 class InspectError(HeatdeployError, ValueError):
@@ -65,7 +69,9 @@ def describe_bundle(root: str | Path) -> dict[str, Any]:
             "backend": a.backend, "size": a.size, "sha256": a.sha256, "status": status, "files": files,
             "tools": a.tools, "calibration": a.calibration, "parity": a.parity, "notes": a.notes,
         }
-        if a.format == "onnx" and files[a.path] != MISSING:
+        if a.format == "onnx" and files[a.path] != MISSING and not _have_onnx():
+            entry.update(_engine_io(b.path_of(a)))
+        elif a.format == "onnx" and files[a.path] != MISSING:
             try:
                 proto = load_model_proto(b.path_of(a))
             except OnnxFileError as exc:
@@ -88,6 +94,8 @@ def describe_bundle(root: str | Path) -> dict[str, Any]:
 def describe_onnx(path: str | Path) -> dict[str, Any]:
     """Embedded spec (if any), inputs/outputs, opset, sha256 and the most frequent op types."""
     p = Path(path)
+    if not _have_onnx():
+        return _describe_onnx_with_engine(p)
     proto = load_model_proto(p)  # OnnxFileError (a ValueError) naming the file when unreadable
     out: dict[str, Any] = {"kind": "onnx", "path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}
     try:
@@ -102,6 +110,36 @@ def describe_onnx(path: str | Path) -> dict[str, Any]:
     out["num_nodes"] = len(proto.graph.node)
     out["ops"] = dict(Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
                               for n in proto.graph.node).most_common(TOP_OPS))
+    return out
+
+
+def _have_onnx() -> bool:
+    return importlib.util.find_spec("onnx") is not None
+
+
+def _engine_io(path: Path) -> dict[str, Any]:
+    """Inputs/outputs as the installed engine reads them (no onnx here), or the one line why not."""
+    try:
+        info = load_backend(backend_for_file(path), str(path)).describe()  # type: ignore[attr-defined]
+    except BackendError as exc:
+        return {"details": f"{NO_ONNX}; no engine could open it either ({exc})"}
+    return {"inputs": info["inputs"], "outputs": info["outputs"], "read_by": info["backend"], "details": NO_ONNX}
+
+
+def _describe_onnx_with_engine(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise InspectError(f"{p}: no such ONNX file; check the path")
+    out: dict[str, Any] = {"kind": "onnx", "path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}
+    try:
+        spec = read_spec_with(backend_for_file(p), p)
+        out["spec"] = None if spec is None else spec.to_dict()
+    except SpecError as exc:
+        out["spec"], out["spec_error"] = None, f"{p}: {exc}"
+    except BackendError as exc:
+        out["spec"] = None
+        out["details"] = f"{NO_ONNX}; no engine could open it either ({exc})"
+        return out
+    out.update(_engine_io(p))
     return out
 
 

@@ -16,10 +16,19 @@ from typing import Any
 import numpy as np
 
 from heatdeploy.bundle import Artifact, Bundle, BundleError
-from heatdeploy.runtime.backends.base import Backend, BackendError, load_backend
+from heatdeploy.runtime.backends.base import (
+    Backend,
+    BackendError,
+    backend_for_file,
+    engine_installed,
+    extra_hint,
+    load_backend,
+    readers_of,
+)
 from heatdeploy.runtime.heads import decode_outputs
-from heatdeploy.runtime.preprocess import Preprocessor, load_image, map_to_image
-from heatdeploy.spec import METADATA_KEY, ModelSpec, SpecError
+from heatdeploy.runtime.preprocess import Preprocessor, map_to_image
+from heatdeploy.runtime.sources import load_image
+from heatdeploy.spec import ModelSpec, SpecError
 
 
 @dataclass
@@ -89,25 +98,26 @@ class Pipeline:
     def load(cls, path: str | Path, *, artifact: str | None = None, precision: str | None = None,
              backend: str | None = None, options: dict[str, Any] | None = None,
              verify: bool = True) -> Pipeline:
-        """Open a bundle directory or a bare ``.onnx`` that embeds its spec."""
-        path = Path(path)
-        if path.is_file() and path.suffix == ".onnx":
-            from heatdeploy.runtime.backends.onnxruntime import read_metadata
+        """Open a bundle directory, or a bare model file (.onnx, .xml) that embeds its spec.
 
-            text = read_metadata(str(path)).get(METADATA_KEY)
-            if text is None:
+        Without ``backend``, a bare file opens with the first installed engine that reads it and a bundle picks
+        an artifact whose engine is installed, so a box with one engine runs what that engine can.
+        ``verify`` checks the sha256 of the artifact loaded (only that one: a broken INT8 file must not stop
+        the FP32 one).
+        """
+        path = Path(path)
+        if path.is_file():
+            name = backend_for_file(path, backend)
+            loaded = load_backend(name, str(path), options)
+            spec = loaded.spec()
+            if spec is None:
                 raise SpecError(f"{path}: carries no heatdeploy spec; export it with 'heatdeploy export' "
                                 "or pass a bundle")
-            spec = ModelSpec.from_json(text, f"{path}: metadata {METADATA_KEY}")
-            name = backend or "onnxruntime"
-            return cls(load_backend(name, str(path), options), spec, name)
-        if path.is_file() and path.suffix == ".xml":
-            from heatdeploy.runtime.backends.openvino import pipeline_from_ir
-
-            return pipeline_from_ir(path, options)
-        b = Bundle.load(path, verify=verify)
-        art = _pick_artifact(b, artifact, precision, backend)
-        name = backend or art.backend
+            return cls(loaded, spec, name)
+        b = Bundle.load(path, verify=False)
+        art, name = pick_artifact(b, artifact, precision, backend)
+        if verify:
+            b.verify([art])
         return cls(load_backend(name, str(b.path_of(art)), options), b.spec, name, art, b)
 
     def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
@@ -145,16 +155,36 @@ class Pipeline:
                           instance_scores=dec.instance_scores)
 
 
-def _pick_artifact(b: Bundle, name: str | None, precision: str | None, backend: str | None) -> Artifact:
-    """An explicit name wins; otherwise the first artifact matching precision/backend (fp32 preferred)."""
+def pick_artifact(b: Bundle, name: str | None = None, precision: str | None = None,
+                  backend: str | None = None) -> tuple[Artifact, str]:
+    """(artifact, backend to run it with). An explicit name wins; otherwise the artifacts matching
+    precision/backend (fp32 first when no precision is asked), taking the first whose engine is installed,
+    then the first another installed engine reads (OpenVINO reads ONNX)."""
     if name is not None:
-        return b.artifact(name)
+        art = b.artifact(name)
+        return art, backend or art.backend
+    if backend is not None:
+        if precision is None:
+            try:
+                return b.artifact(precision="fp32", backend=backend), backend
+            except BundleError:
+                pass
+        return b.artifact(precision=precision, backend=backend), backend
+    matching = [a for a in b.artifacts if precision is None or a.precision == precision]
+    if not matching:
+        b.artifact(precision=precision)  # raises, naming what the bundle has
     if precision is None:
-        try:
-            return b.artifact(precision="fp32", backend=backend)
-        except BundleError:
-            pass
-    return b.artifact(precision=precision, backend=backend)
+        matching.sort(key=lambda a: a.precision != "fp32")  # stable: manifest order within each group
+    for art in matching:
+        if engine_installed(art.backend):
+            return art, art.backend
+    for art in matching:
+        other = next((r for r in readers_of(art.path) if r != art.backend and engine_installed(r)), None)
+        if other is not None:
+            return art, other
+    have = ", ".join(f"{a.name} ({a.backend})" for a in matching)
+    raise BackendError(f"{b.root}: no engine installed for its artifacts {have}; "
+                       f"{extra_hint(matching[0].backend)}")
 
 
 def write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
@@ -163,4 +193,4 @@ def write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, json.dumps(records, indent=2))
 
 
-__all__ = ["BackendError", "Pipeline", "Prediction", "write_predictions"]
+__all__ = ["BackendError", "Pipeline", "Prediction", "pick_artifact", "write_predictions"]

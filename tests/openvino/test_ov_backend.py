@@ -16,7 +16,6 @@ from heatdeploy.runtime.backends.openvino import (  # noqa: E402
     available_devices,
     core,
     load,
-    pipeline_from_ir,
 )
 
 XML = Path("openvino") / "model.fp32.xml"
@@ -117,7 +116,31 @@ def test_missing_weights_and_wrong_files(tiny_ov_bundle: Path, tmp_path: Path) -
     with pytest.raises(BackendError, match="weights lonely.bin are missing"):
         load(tmp_path / "lonely.xml")
     with pytest.raises(BackendError, match="reads IR"):
-        load(tiny_ov_bundle / "model.onnx")
+        load(tiny_ov_bundle / "model.bin")
+
+
+def test_bare_onnx_runs_on_openvino_when_asked(tiny_ov_bundle: Path, tmp_path: Path) -> None:
+    """OpenVINO reads ONNX itself: backend="openvino" on a bare .onnx is honoured, spec from its metadata."""
+    import onnx
+
+    from heatdeploy.bundle import Bundle
+    from heatdeploy.exporters.onnx import embed_spec
+    from heatdeploy.runtime import Pipeline
+    from heatdeploy.spec import SpecError
+
+    spec = Bundle.load(tiny_ov_bundle).spec
+    proto = onnx.load(str(tiny_ov_bundle / "model.onnx"))
+    with pytest.raises(SpecError, match="carries no heatdeploy spec"):
+        Pipeline.load(tiny_ov_bundle / "model.onnx", backend="openvino")
+    embed_spec(proto, spec)
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    pipe = Pipeline.load(bare, backend="openvino")
+    assert pipe.backend_name == "openvino" and isinstance(pipe.backend, OpenVinoBackend)
+    assert pipe.spec == spec
+    ort_pipe = Pipeline.load(bare)
+    assert ort_pipe.backend_name == "onnxruntime"
+    np.testing.assert_allclose(pipe.predict(_images(2)).keypoints, ort_pipe.predict(_images(2)).keypoints, atol=1e-3)
 
 
 def test_pipeline_picks_the_openvino_backend(tiny_ov_bundle: Path) -> None:
@@ -134,8 +157,10 @@ def test_pipeline_picks_the_openvino_backend(tiny_ov_bundle: Path) -> None:
 
 def test_bare_xml_pipeline_reads_the_spec_from_rt_info(tiny_ov_bundle: Path) -> None:
     from heatdeploy.bundle import Bundle
+    from heatdeploy.runtime import Pipeline
 
-    pipe = pipeline_from_ir(tiny_ov_bundle / XML)
+    pipe = Pipeline.load(tiny_ov_bundle / XML)
+    assert pipe.backend_name == "openvino"
     assert pipe.spec == Bundle.load(tiny_ov_bundle).spec
     assert pipe.predict(_images(2)).present.shape == (2, 3)
 

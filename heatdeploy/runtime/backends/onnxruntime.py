@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from heatdeploy.errortext import first_line
 from heatdeploy.runtime.backends.base import BackendError
+from heatdeploy.spec import METADATA_KEY, ModelSpec
 
 _OPTIMIZATION = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -98,6 +99,10 @@ class OnnxRuntimeBackend:
         """The ONNX custom metadata map (``metadata_props``), e.g. the embedded ``heatdeploy.spec``."""
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
+    def spec(self) -> ModelSpec | None:
+        """The ModelSpec embedded in the model's ``metadata_props`` (None when it carries none)."""
+        return _spec_from_metadata(self.metadata(), self.path)
+
     def describe(self) -> dict[str, Any]:
         """What actually runs: engaged providers and the tensors' names, shapes and dtypes."""
         return {
@@ -130,6 +135,16 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # cheapest session
     session = _create_session(str(path), so, ["CPUExecutionProvider"], [{}])
     return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def read_spec(path: str | os.PathLike[str]) -> ModelSpec | None:
+    """The spec embedded in a bare .onnx (None if it carries none), without the ``onnx`` package."""
+    return _spec_from_metadata(read_metadata(path), str(path))
+
+
+def _spec_from_metadata(meta: Mapping[str, str], where: str) -> ModelSpec | None:
+    text = meta.get(METADATA_KEY)
+    return None if text is None else ModelSpec.from_json(text, f"{where}: metadata {METADATA_KEY}")
 
 
 # --- options -------------------------------------------------------------------------------------
@@ -197,10 +212,10 @@ def _session_options(opts: Mapping[str, Any]) -> ort.SessionOptions:
     return so
 
 
-# ORT's WeightBiasQuantization pass re-quantizes the weights of layers our INT8 export kept FP32 (any
-# layer reading a dequantized input), silently undoing the heatmap-aware exclusions; it never helps an
-# FP32 model, so it is off for every session.
-DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+# heatdeploy's INT8 files keep their FP32 layers FP32 under ORT's default optimizers (calibration/session.py
+# pins them in the graph), so sessions use the defaults a plain InferenceSession uses. Files written before
+# that name the optimizers to disable in this metadata key; the session is then remade without them.
+LEGACY_OPTIMIZERS_KEY = "heatdeploy.ort.disabled_optimizers"
 
 
 # --- session -------------------------------------------------------------------------------------
@@ -223,10 +238,15 @@ def _create_session(
     if not Path(path).is_file():
         raise BackendError(f"{path}: not a loadable ONNX model (file not found); re-export it")
     try:
-        return ort.InferenceSession(
-            path, sess_options=so, providers=providers, provider_options=provider_options,
-            disabled_optimizers=DISABLED_OPTIMIZERS,
-        )
+        session = ort.InferenceSession(path, sess_options=so, providers=providers,
+                                       provider_options=provider_options)
+        legacy = session.get_modelmeta().custom_metadata_map.get(LEGACY_OPTIMIZERS_KEY, "")
+        if legacy:
+            session = ort.InferenceSession(
+                path, sess_options=so, providers=providers, provider_options=provider_options,
+                disabled_optimizers=[n for n in legacy.split(",") if n],
+            )
+        return session
     except Exception as exc:  # ORT's pybind11 exceptions share no base narrower than Exception
         if type(exc).__name__ in _MODEL_ERRORS:
             raise BackendError(

@@ -191,7 +191,7 @@ class OpenVinoBackend:
 
 
 def load(path: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> OpenVinoBackend:
-    """Read the IR, compile it on the requested device with an explicit precision; verify what engaged."""
+    """Read the IR (or ONNX), compile it on the requested device with an explicit precision; verify what engaged."""
     opts = dict(options or {})
     _reject_unknown(opts)
     xml = Path(path)
@@ -230,20 +230,29 @@ def _adjusted(config: Mapping[str, Any], compiled: ov.CompiledModel) -> dict[str
     return out
 
 
-def read_model(xml: str | os.PathLike[str]) -> ov.Model:
-    """``Core.read_model`` with the file checks and errors turned into one-line BackendErrors."""
-    xml = Path(xml)
-    if xml.suffix.lower() != ".xml":
-        raise BackendError(f"{xml}: the OpenVINO backend reads IR (.xml + .bin); pass the .xml file")
-    if not xml.is_file():
-        raise BackendError(f"{xml}: not found; re-export the OpenVINO artifact")
-    weights = xml.with_suffix(".bin")
-    if not weights.is_file():
-        raise BackendError(f"{xml}: its weights {weights.name} are missing next to it; re-export the artifact")
+def read_model(path: str | os.PathLike[str]) -> ov.Model:
+    """``Core.read_model`` of an IR (.xml + .bin) or an ONNX file, with one-line BackendErrors.
+
+    OpenVINO reads ONNX itself and carries its ``metadata_props`` into rt_info, so a bare .onnx runs here
+    with its embedded spec and no onnxruntime.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".xml", ".onnx"):
+        raise BackendError(f"{path}: the OpenVINO backend reads IR (.xml + .bin) or ONNX; pass the .xml or .onnx file")
+    if not path.is_file():
+        raise BackendError(f"{path}: not found; re-export the artifact")
+    args = [str(path)]
+    if suffix == ".xml":
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise BackendError(f"{path}: its weights {weights.name} are missing next to it; re-export the artifact")
+        args.append(str(weights))
     try:
-        return core().read_model(str(xml), str(weights))
+        return core().read_model(*args)
     except Exception as exc:
-        raise BackendError(f"{xml}: not a readable OpenVINO IR ({cause_line(exc)}); re-export it") from None
+        raise BackendError(f"{path}: not a readable {'OpenVINO IR' if suffix == '.xml' else 'ONNX model'} "
+                           f"({cause_line(exc)}); re-export it") from None
 
 
 def spec_from_model(model: ov.Model, where: str = "IR") -> ModelSpec | None:
@@ -255,9 +264,9 @@ def spec_from_model(model: ov.Model, where: str = "IR") -> ModelSpec | None:
     return None
 
 
-def read_spec(xml: str | os.PathLike[str]) -> ModelSpec | None:
-    """The spec embedded in a bare .xml (None if it carries none)."""
-    return spec_from_model(read_model(xml), str(xml))
+def read_spec(path: str | os.PathLike[str]) -> ModelSpec | None:
+    """The spec embedded in a bare .xml or .onnx (None if it carries none)."""
+    return spec_from_model(read_model(path), str(path))
 
 
 def rt_text(model: ov.Model, key: Sequence[str]) -> str | None:
@@ -270,19 +279,6 @@ def rt_text(model: ov.Model, key: Sequence[str]) -> str | None:
 
 def available_devices() -> list[str]:
     return list(core().available_devices)
-
-
-def pipeline_from_ir(xml: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> Any:
-    """A :class:`~heatdeploy.runtime.Pipeline` for a bare .xml that embeds its spec (no bundle needed)."""
-    from heatdeploy.runtime.pipeline import Pipeline
-    from heatdeploy.spec import SpecError
-
-    backend = load(xml, options)
-    spec = backend.spec()
-    if spec is None:
-        raise SpecError(f"{xml}: carries no heatdeploy spec in rt_info; export it with 'heatdeploy export "
-                        "--format openvino' or pass a bundle")
-    return Pipeline(backend, spec, "openvino")
 
 
 # --- options -------------------------------------------------------------------------------------

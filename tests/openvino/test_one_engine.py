@@ -1,0 +1,73 @@
+"""One-engine installs: a box with only OpenVINO (or only ONNX Runtime) runs the artifacts its engine reads.
+
+Each case runs in a fresh interpreter where the missing engine is made unimportable (``sys.modules[name] =
+None``: ``import`` raises ImportError and ``find_spec`` returns None, as on a box without it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("openvino", reason="openvino is not installed: pip install 'heatdeploy[openvino]'")
+
+
+def _run(code: str, hide: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    prelude = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in hide)
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=300)
+
+
+PICK = ("import json, numpy as np\nfrom heatdeploy.runtime import Pipeline\n"
+        "p = Pipeline.load({path!r})\n"
+        "pred = p.predict([np.zeros((64, 48, 3), np.uint8)])\n"
+        "print(json.dumps({{'artifact': p.artifact.name if p.artifact else None, 'backend': p.backend_name,"
+        " 'shape': list(pred.keypoints.shape)}}))\n")
+
+
+def test_openvino_only_box_runs_the_openvino_artifact(tiny_ov_bundle: Path) -> None:
+    r = _run(PICK.format(path=str(tiny_ov_bundle)), hide=("onnxruntime",))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.splitlines()[-1])
+    assert got["artifact"] == "openvino-fp32" and got["backend"] == "openvino"
+
+
+def test_openvino_only_box_runs_an_onnx_only_bundle_through_openvino(tiny_bundle_src: Path) -> None:
+    r = _run(PICK.format(path=str(tiny_bundle_src)), hide=("onnxruntime",))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.splitlines()[-1])
+    assert got["artifact"] == "onnx-fp32" and got["backend"] == "openvino"
+
+
+def test_onnxruntime_only_box_keeps_onnx_fp32(tiny_ov_bundle: Path) -> None:
+    r = _run(PICK.format(path=str(tiny_ov_bundle)), hide=("openvino",))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["backend"] == "onnxruntime"
+
+
+def test_no_engine_is_one_line_naming_the_extra(tiny_ov_bundle: Path) -> None:
+    code = ("from heatdeploy.errors import HeatdeployError\nfrom heatdeploy.runtime import Pipeline\n"
+            f"try:\n    Pipeline.load({str(tiny_ov_bundle)!r})\nexcept HeatdeployError as e:\n    print(e)\n")
+    r = _run(code, hide=("onnxruntime", "openvino"))
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert "\n" not in line and "no engine installed" in line and "pip install 'heatdeploy[onnxruntime]'" in line
+
+
+def test_only_the_loaded_artifact_is_verified(tiny_ov_bundle: Path, tmp_path: Path) -> None:
+    """A broken OpenVINO file must not stop the ONNX FP32 artifact from running."""
+    import shutil
+
+    from heatdeploy.bundle import BundleError
+    from heatdeploy.runtime import Pipeline
+
+    root = tmp_path / "b"
+    shutil.copytree(tiny_ov_bundle, root)
+    xml = next((root / "openvino").glob("*.xml"))
+    xml.write_text(xml.read_text() + " ")
+    assert Pipeline.load(root, artifact="onnx-fp32").backend_name == "onnxruntime"
+    with pytest.raises(BundleError, match="does not match the manifest"):
+        Pipeline.load(root, artifact="openvino-fp32")
