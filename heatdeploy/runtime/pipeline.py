@@ -26,8 +26,7 @@ from heatdeploy.runtime.backends.base import (
     readers_of,
 )
 from heatdeploy.runtime.heads import decode_outputs
-from heatdeploy.runtime.preprocess import Preprocessor, map_to_image
-from heatdeploy.runtime.sources import load_image
+from heatdeploy.runtime.preprocess import Preprocessor, load_image, map_to_image
 from heatdeploy.spec import ModelSpec, SpecError
 
 
