@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  {model}: {ops.get('summary', '')}; {info['excluded']} nodes kept FP32{agree}")
         log(f"    INT8 kernels: {', '.join(f'{k} x{v}' for k, v in sorted(int8_ops.items())) or 'none'}")
         if ops.get("without_setting"):
-            log(f"    (with ORT's WeightBiasQuantization left on: {ops['without_setting']})")
+            log(f"    (with ORT's WeightBiasQuantization disabled: {ops['without_setting']})")
 
     status = 0
     for row in rows:

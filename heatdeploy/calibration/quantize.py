@@ -65,8 +65,8 @@ from heatdeploy.calibration.graph import (
 )
 from heatdeploy.calibration.ranges import extract_ranges
 from heatdeploy.calibration.sensitivity import LayerResult, Outputs, keypoint_agreement, run_model, sensitivity_pass
-from heatdeploy.calibration.session import DISABLED_OPTIMIZERS, int8_session
 from heatdeploy.calibration.session import METADATA_KEY as ORT_OPTIONS_KEY
+from heatdeploy.calibration.session import int8_session, pin_float_layers
 from heatdeploy.calibration.sources import CalibrationError, CalibrationSource
 from heatdeploy.fsutil import atomic_copy, sha256_file, working_dir
 from heatdeploy.spec import METADATA_KEY, ModelSpec
@@ -94,6 +94,7 @@ class QuantizeReport:
     cache: str  # "miss", "ranges" (calibration skipped) or "result" (everything skipped)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    self_contained: dict[str, Any] | None = None  # default ORT session vs WeightBiasQuantization disabled
 
     def summary(self) -> str:
         """One line: method, data, op summary, FP32 count, agreement."""
@@ -185,6 +186,7 @@ def quantize_onnx_int8(
             "symmetric_activations": symmetric_activations, "calib_batch": batch, "pre_process": pre_note,
             "keep_fp32": mode if not user_nodes else sorted(user_nodes),
             "onnxruntime": ort.__version__,
+            "float_layers": "pinned in the file (default ORT session options keep them FP32)",
         }
         sens_opts = {"threshold_px": sensitivity_threshold, "flip_rate": sensitivity_flip_rate,
                      "batches": sensitivity_batches, "max_layers": sensitivity_max_layers,
@@ -277,16 +279,17 @@ def quantize_onnx_int8(
         timings["quantize_s"] = time.perf_counter() - t0
         ops = ort_ops_summary(int8_path, work)
         ranges = extract_ranges(int8_path, method=calib.method, data=record, observed=observed)
-        final = None
+        final = contained = None
         if sample:
             final = keypoint_agreement(spec, reference, run_model(int8_path, input_name, sample, outputs)).to_dict()
+            contained = self_contained_check(int8_path, input_name, sample[:1], every)
         notes = [f"wide-range tensors (> {ranges['wide_factor']:.0f}x the median range; candidates for higher "
                  f"precision): {', '.join(w['name'] for w in ranges['wide'][:8])}"] if ranges["wide"] else []
         timings["total_s"] = time.perf_counter() - t_start
         report = QuantizeReport(
             out_path=str(out_path), method=calib.method, options=options, excluded=excluded, sensitivity=table,
             sensitivity_note=sens_note, calibration=record, ops=ops.to_dict(), ranges=ranges, final=final,
-            cache=cache_state, timings=timings, notes=notes,
+            cache=cache_state, timings=timings, notes=notes, self_contained=contained,
         )
         atomic_copy(int8_path, out_path)
         if cache is not None:
@@ -368,18 +371,37 @@ def _choose_method(calib: CalibOptions, observed: Any, record: dict[str, Any], c
 
 
 def ort_ops_summary(model_path: Path, workdir: Path, level: str = "all") -> OpsSummary:
-    """Let ORT optimise the model as a deployment session does and count what runs INT8.
+    """Let ORT optimise the model as a plain deployment session does (default options) and count what runs INT8.
 
-    ``without_setting`` is the same count if ``WeightBiasQuantization`` is left on, which re-quantizes
-    FP32-kept layers (see :mod:`heatdeploy.calibration.session`).
+    ``without_setting`` is the same count with ``WeightBiasQuantization`` disabled, as heatdeploy's runtime
+    did before the file pinned its FP32 layers: equal lines mean the file needs no session option.
     """
     opt = workdir / f"optimized_{level}.onnx"
     int8_session(model_path, level=level, optimized_path=opt)
     summary = summarize_ops(onnx.load(str(opt)), level)
-    loose = workdir / f"optimized_{level}_wbq.onnx"
-    int8_session(model_path, level=level, optimized_path=loose, keep_fp32_layers=False)
-    summary.without_setting = summarize_ops(onnx.load(str(loose)), level).line()
+    strict = workdir / f"optimized_{level}_nowbq.onnx"
+    int8_session(model_path, level=level, optimized_path=strict, disable_weight_bias_quantization=True)
+    summary.without_setting = summarize_ops(onnx.load(str(strict)), level).line()
     return summary
+
+
+def self_contained_check(model_path: Path, input_name: str, batches: Sequence[np.ndarray],
+                         output_names: Sequence[str]) -> dict[str, Any]:
+    """Largest output difference between ORT's default session and one with WeightBiasQuantization disabled.
+
+    Zero says the file alone decides what runs FP32: a plain ``onnxruntime.InferenceSession`` gives the
+    outputs the parity verdict was measured on.
+    """
+    names = list(output_names)
+    plain = int8_session(model_path)
+    strict = int8_session(model_path, disable_weight_bias_quantization=True)
+    worst = {n: 0.0 for n in names}
+    for b in batches:
+        for n, a, c in zip(names, plain.run(names, {input_name: b}), strict.run(names, {input_name: b}),
+                           strict=True):
+            worst[n] = max(worst[n], float(np.max(np.abs(a.astype(np.float64) - c))) if a.size else 0.0)
+    return {"max_abs_diff": worst, "identical": all(v == 0.0 for v in worst.values()),
+            "batches": len(batches), "rule": "default ORT session vs WeightBiasQuantization disabled"}
 
 
 # --- steps -----------------------------------------------------------------------------------------
@@ -481,6 +503,9 @@ def _quantize(pre_path: Path, out: Path, tensors_json: Path, calib: CalibOptions
         calibration_cache_path=str(tensors_json),
         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
     )
+    model = onnx.load(str(out))
+    if pin_float_layers(model):  # the file, not a session option, keeps its FP32 layers FP32 (session.py)
+        onnx.save(model, str(out))
 
 
 def _embed_metadata(path: Path, fp32_path: Path, spec: ModelSpec) -> None:
@@ -489,7 +514,7 @@ def _embed_metadata(path: Path, fp32_path: Path, spec: ModelSpec) -> None:
     source = onnx.load(str(fp32_path), load_external_data=False)
     props = {p.key: p.value for p in source.metadata_props}
     props[METADATA_KEY] = spec.to_json(indent=None)
-    props[ORT_OPTIONS_KEY] = ",".join(DISABLED_OPTIMIZERS)
+    props.pop(ORT_OPTIONS_KEY, None)  # pinned files need no session option (a re-quantized source may carry it)
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
