@@ -212,10 +212,10 @@ def _session_options(opts: Mapping[str, Any]) -> ort.SessionOptions:
     return so
 
 
-# ORT's WeightBiasQuantization pass re-quantizes the weights of layers our INT8 export kept FP32 (any
-# layer reading a dequantized input), silently undoing the heatmap-aware exclusions; it never helps an
-# FP32 model, so it is off for every session.
-DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+# heatdeploy's INT8 files keep their FP32 layers FP32 under ORT's default optimizers (calibration/session.py
+# pins them in the graph), so sessions use the defaults a plain InferenceSession uses. Files written before
+# that name the optimizers to disable in this metadata key; the session is then remade without them.
+LEGACY_OPTIMIZERS_KEY = "heatdeploy.ort.disabled_optimizers"
 
 
 # --- session -------------------------------------------------------------------------------------
@@ -238,10 +238,15 @@ def _create_session(
     if not Path(path).is_file():
         raise BackendError(f"{path}: not a loadable ONNX model (file not found); re-export it")
     try:
-        return ort.InferenceSession(
-            path, sess_options=so, providers=providers, provider_options=provider_options,
-            disabled_optimizers=DISABLED_OPTIMIZERS,
-        )
+        session = ort.InferenceSession(path, sess_options=so, providers=providers,
+                                       provider_options=provider_options)
+        legacy = session.get_modelmeta().custom_metadata_map.get(LEGACY_OPTIMIZERS_KEY, "")
+        if legacy:
+            session = ort.InferenceSession(
+                path, sess_options=so, providers=providers, provider_options=provider_options,
+                disabled_optimizers=[n for n in legacy.split(",") if n],
+            )
+        return session
     except Exception as exc:  # ORT's pybind11 exceptions share no base narrower than Exception
         if type(exc).__name__ in _MODEL_ERRORS:
             raise BackendError(
