@@ -1,9 +1,9 @@
 """Graph rules for INT8: which nodes stay float, which layers are worth testing, what ORT really runs.
 
 ORT's quantizer quantizes graph outputs like any other tensor, so a heatmap would come back with 8-bit
-resolution and sub-pixel decoding would see steps. The rules here keep every output's value float:
-walking back from each output, every node up to and including the head's last Conv/ConvTranspose/Gemm/
-MatMul stays FP32 (Sigmoid/Softmax included), and so does any node that reads an output tensor.
+resolution and sub-pixel decoding would see steps. What stays float is the one rule of
+:mod:`heatdeploy.calibration.float_scope` (head tails, readers of outputs, saturating ops); this module
+only turns the ONNX graph into that rule's :class:`~heatdeploy.calibration.float_scope.LayerInfo` view.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from typing import Any
 
 import onnx
 
+from heatdeploy.calibration.float_scope import MOVE, SATURATING, LayerInfo, constant_flags, kinds, saturating_layers
+from heatdeploy.calibration.float_scope import output_tails as _tails
+
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # the layers that carry the INT8 speed-up
-SATURATING_OPS = ("Sigmoid", "Softmax", "LogSoftmax", "HardSigmoid")
-# Ops that only move or reshape values: an output produced through them is still the producer's value.
-PASS_THROUGH_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Cast")
+SATURATING_OPS = kinds(SATURATING)  # lower-cased, from the one op table
+# Ops that only move or reshape values (lower-cased, from the one op table).
+PASS_THROUGH_OPS = kinds(MOVE)
 # Ops ORT quantizes with a new output scale of their own (not the input's): a residual sum or a pooled
 # vector on one 8-bit grid can hurt alone. Measured on BlazePose: the quantized Add feeding its heads alone
 # turned two non-person frames (pose flag 0.000) into persons (1.000); no single conv did.
@@ -35,57 +38,27 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output if out}
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    users: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            if name:
-                users.setdefault(name, []).append(node)
-    return users
+def layer_view(model: onnx.ModelProto) -> list[LayerInfo]:
+    """The ONNX graph as the float-scope rule's neutral view (initializer-only nodes marked constant)."""
+    graph = model.graph
+    rows = [LayerInfo(n.name, n.op_type, tuple(i for i in n.input if i), tuple(o for o in n.output if o))
+            for n in graph.node]
+    return constant_flags(rows, {t.name for t in graph.initializer})
 
 
 def output_tails(model: onnx.ModelProto, *, through: Iterable[str] | None = None) -> dict[str, str]:
     """Nodes whose quantization would quantize a graph output, with the reason for each.
 
     From each output, walk back through producers, stopping at (and including) the first compute layer;
-    ``through`` limits the walk to those op types (every other op is included and ends the walk there),
-    None walks through any op. Nodes that read an output tensor are included too.
+    with ``through`` (e.g. :data:`PASS_THROUGH_OPS`) the walk goes only through value-moving ops. Nodes
+    that read an output tensor are included too.
     """
-    graph = model.graph
-    producer = _producers(graph)
-    users = _consumers(graph)
-    allowed = None if through is None else set(through)
-    reasons: dict[str, str] = {}
-    for out in graph.output:
-        head = out.name
-        stack = [head]
-        seen: set[str] = set()
-        while stack:
-            tensor = stack.pop()
-            node = producer.get(tensor)
-            if node is None or node.name in seen or node.op_type == "Constant":
-                continue
-            seen.add(node.name)
-            op = node.op_type
-            if node.name not in reasons:
-                if tensor == head:
-                    reasons[node.name] = f"{op} produces graph output {head!r}"
-                elif op in COMPUTE_OPS:
-                    reasons[node.name] = f"last {op} of head {head!r}: INT8 here would quantize its values"
-                else:
-                    reasons[node.name] = f"{op} after the last conv of head {head!r}"
-            if op in COMPUTE_OPS or (allowed is not None and op not in allowed):
-                continue
-            stack.extend(name for name in node.input if name)
-        for node in users.get(head, []):
-            reasons.setdefault(node.name, f"{node.op_type} reads graph output {head!r}")
-    return reasons
+    return _tails(layer_view(model), [o.name for o in model.graph.output], move_only=through is not None)
 
 
 def saturating_nodes(model: onnx.ModelProto) -> dict[str, str]:
     """Sigmoid/Softmax anywhere: their outputs crowd into a tiny range that 8 bits resolve badly."""
-    return {n.name: f"{n.op_type}: kept FP32 by the heatmap-aware default" for n in model.graph.node
-            if n.op_type in SATURATING_OPS}
+    return saturating_layers(layer_view(model))
 
 
 def compute_layers(model: onnx.ModelProto, exclude: Iterable[str] = (),

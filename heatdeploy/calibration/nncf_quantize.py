@@ -5,11 +5,9 @@ same runtime preprocessing, the same record as the ORT quantizer — wrapped in 
 sample at a time (so NNCF's ``subset_size`` counts images, and its per-sample statistics are not mixed
 with batching).
 
-What stays float mirrors :mod:`heatdeploy.calibration.graph`, computed on the IR itself so the names are the
-ones NNCF sees: walking back from every graph output, each op up to and including the head's last
-Convolution/ConvolutionBackpropData/MatMul (the "head tail"), every op that reads an output, and every
-Sigmoid/Softmax — an 8-bit heatmap would step sub-pixel decoding, and saturating ops crowd their outputs
-into a range 8 bits resolve badly. They go to NNCF as an ``IgnoredScope`` with a reason each.
+What stays float is the one rule of :mod:`heatdeploy.calibration.float_scope` (head tails, readers of
+outputs, saturating ops), applied to the IR's own view so the names are the ones NNCF sees. They go to
+NNCF as an ``IgnoredScope`` with a reason each.
 
 ``accuracy_control`` (a PCK drop budget in points) runs ``nncf.quantize_with_accuracy_control`` with
 heatdeploy's keypoint metric as its validation function: PCK@alpha against ground truth when the
@@ -31,6 +29,8 @@ import nncf
 import numpy as np
 import openvino as ov
 
+from heatdeploy.calibration.float_scope import LayerInfo, constant_flags, float_layers, saturating_layers
+from heatdeploy.calibration.float_scope import output_tails as _tails
 from heatdeploy.calibration.sources import CalibrationError, CalibrationSource
 from heatdeploy.spec import ModelSpec
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 COMPUTE_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
                  "MatMul")
-SATURATING_TYPES = ("Sigmoid", "Softmax", "SoftMax", "LogSoftmax", "HSigmoid", "HardSigmoid")
 PASS_THROUGH_TYPES = ("Reshape", "Squeeze", "Unsqueeze", "Transpose", "Convert")
 # Ops a quantized activation passes through unchanged in kind (LPT keeps them in INT8 on CPU).
 _ACTIVATION_PATH = PASS_THROUGH_TYPES + ("ReduceMean", "AvgPool", "MaxPool", "Concat")
@@ -56,26 +55,29 @@ DEFAULT_MAX_ITERATIONS = 20  # layers reverted one group at a time, each with a 
 # --- what stays float ------------------------------------------------------------------------------
 
 
-def _is_constant_path(node: ov.Node, memo: dict[str, bool]) -> bool:
-    """Constants and what is computed only from constants (weight decompression subgraphs)."""
-    name = node.get_friendly_name()
-    if name not in memo:
-        if node.get_type_name() == "Constant":
-            memo[name] = True
-        elif node.get_type_name() == "Parameter" or node.get_input_size() == 0:
-            memo[name] = False
-        else:
-            memo[name] = all(_is_constant_path(i.get_source_output().get_node(), memo) for i in node.inputs())
-    return memo[name]
+def _tensor(port: ov.Output) -> str:
+    """A tensor's name in the float-scope view: its first name, else producer:index (unique in the IR)."""
+    return port.get_any_name() if port.get_names() else f"{port.get_node().get_friendly_name()}:{port.get_index()}"
+
+
+def layer_view(model: ov.Model) -> list[LayerInfo]:
+    """The IR as the float-scope rule's neutral view; ops computed only from constants (weight
+    decompression) are marked constant in one forward pass (no recursion over the graph's depth)."""
+    rows = [LayerInfo(op.get_friendly_name(), op.get_type_name(),
+                      tuple(_tensor(i.get_source_output()) for i in op.inputs()),
+                      tuple(_tensor(o) for o in op.outputs()))
+            for op in model.get_ordered_ops() if op.get_type_name() != "Result"]
+    return constant_flags(rows)
+
+
+def _outputs(model: ov.Model) -> list[str]:
+    return [_tensor(r.input(0).get_source_output()) for r in model.get_results()]
 
 
 def output_tails(model: ov.Model, *, through: Iterable[str] | None = None,
                  last_compute: bool | Collection[str] = True) -> dict[str, str]:
-    """Ops whose quantization would quantize a graph output (or what reads it), with the reason for each.
-
-    From each Result, walk back through producers, stopping at the first compute op; ``through`` limits
-    the walk to those op types (another op is included and ends the walk), None walks through any op. Ops
-    that read the output tensor besides the Result are included too.
+    """Ops whose quantization would quantize a graph output (or what reads it), with the reason for each:
+    :func:`heatdeploy.calibration.float_scope.output_tails` on the IR (``through``: value-moving ops only).
 
     The compute op itself is included for the outputs ``last_compute`` names (True: all, False: none).
     NNCF puts FakeQuantize on an op's inputs, so an INT8 head conv still hands float values on when every
@@ -84,45 +86,12 @@ def output_tails(model: ov.Model, *, through: Iterable[str] | None = None,
     17.1 dB with its last conv INT8. :func:`float_scope` therefore keeps the last layer float for the
     outputs the spec decodes and lets the others (segmentation maps, auxiliary vectors) run it INT8.
     """
-    allowed = None if through is None else set(through)
-    consts: dict[str, bool] = {}
-    reasons: dict[str, str] = {}
-    for result in model.get_results():
-        head_port = result.input(0).get_source_output()
-        head = head_port.get_any_name() if head_port.get_names() else result.get_friendly_name()
-        stack = [head_port.get_node()]
-        keep_compute = last_compute if isinstance(last_compute, bool) else head in set(last_compute)
-        seen: set[str] = set()
-        while stack:
-            node = stack.pop()
-            name = node.get_friendly_name()
-            if name in seen or node.get_type_name() in ("Parameter", "Result") or _is_constant_path(node, consts):
-                continue
-            seen.add(name)
-            op = node.get_type_name()
-            if op in COMPUTE_TYPES and not keep_compute:
-                continue  # INT8 inside, float out: the ops after it are what keep the values float
-            if name not in reasons:
-                if name == head_port.get_node().get_friendly_name():
-                    reasons[name] = f"{op} produces graph output {head!r}"
-                elif op in COMPUTE_TYPES:
-                    reasons[name] = f"last {op} of head {head!r}: INT8 weights and inputs here cost its precision"
-                else:
-                    reasons[name] = f"{op} after the last conv of head {head!r}"
-            if op in COMPUTE_TYPES or (allowed is not None and op not in allowed):
-                continue
-            stack.extend(i.get_source_output().get_node() for i in node.inputs())
-        for target in head_port.get_target_inputs():
-            reader = target.get_node()
-            if reader.get_type_name() != "Result":
-                reasons.setdefault(reader.get_friendly_name(), f"{reader.get_type_name()} reads graph output {head!r}")
-    return reasons
+    return _tails(layer_view(model), _outputs(model), move_only=through is not None, last_compute=last_compute)
 
 
 def saturating_nodes(model: ov.Model) -> dict[str, str]:
     """Sigmoid/Softmax anywhere: their outputs crowd into a tiny range that 8 bits resolve badly."""
-    return {op.get_friendly_name(): f"{op.get_type_name()}: kept float by the heatmap-aware default"
-            for op in model.get_ordered_ops() if op.get_type_name() in SATURATING_TYPES}
+    return saturating_layers(layer_view(model))
 
 
 def float_scope(model: ov.Model, keep_fp32: str | Sequence[str] = "base",
@@ -135,12 +104,7 @@ def float_scope(model: ov.Model, keep_fp32: str | Sequence[str] = "base",
     """
     mode, names = _keep_mode(keep_fp32)
     last: bool | Collection[str] = True if decoded is None else set(decoded)
-    if mode == "none":
-        scope = output_tails(model, through=PASS_THROUGH_TYPES, last_compute=last)
-    else:
-        scope = output_tails(model, last_compute=last)
-        for name, why in saturating_nodes(model).items():
-            scope.setdefault(name, why)
+    scope = float_layers(layer_view(model), _outputs(model), mode, last_compute=last)
     if names:
         known = [op.get_friendly_name() for op in model.get_ordered_ops()]
         missing = [n for n in names if n not in set(known)]
@@ -281,8 +245,10 @@ class KeypointValidator:
             self.mask = np.asarray(truth.visible, bool)
         else:
             self.mode = "fp32"
-            ref = self.keypoints(compile_f32(fp32_model))
-            self.target, self.mask = ref.coords_img.astype(np.float64), ref.present
+            from heatdeploy.parity import compared_mask
+
+            ref = self.keypoints(compile_f32(fp32_model))  # the parity gate's mask: FP32 present, finite
+            self.target, self.mask = ref.coords_img.astype(np.float64), compared_mask(ref)
         self.name = (f"PCK@{self.alpha:g} vs ground truth (points)" if self.mode == "truth"
                      else f"PCK@{self.alpha:g} vs FP32 keypoints (points)")
         self.calls = 0
@@ -296,7 +262,7 @@ class KeypointValidator:
 
     def keypoints(self, compiled: ov.CompiledModel, indices: Sequence[int] | None = None) -> Any:
         """Decoded keypoints (runtime codec) of ``indices`` (all when None) for a compiled model."""
-        from heatdeploy.runtime.parity import KeypointSet, decode_keypoints
+        from heatdeploy.parity import KeypointSet, decode_keypoints
 
         idx = np.arange(len(self.tensors)) if indices is None else np.asarray(list(indices), np.int64)
         request = compiled.create_infer_request()
@@ -314,7 +280,9 @@ class KeypointValidator:
         """Correct and counted keypoints per item."""
         idx = np.asarray(list(indices), np.int64)
         kps = self.keypoints(compiled, idx)
-        d = np.linalg.norm(kps.coords_img.astype(np.float64) - self.target[idx], axis=-1)
+        from heatdeploy.parity import keypoint_distance
+
+        d = keypoint_distance(kps.coords_img.astype(np.float64), self.target[idx])  # the gate's displacement
         mask = self.mask[idx]
         ok = (d <= self.limit[idx]) & mask
         return ok.sum(axis=1), mask.sum(axis=1)
@@ -401,8 +369,8 @@ def quantize_openvino_int8(
     ``preset``: "mixed" (symmetric weights, asymmetric activations: NNCF's advice for models with
     non-ReLU activations or biased inputs) or "performance" (symmetric both, fastest kernels).
     ``subset_size``: calibration samples NNCF uses (default: all the source yields).
-    ``accuracy_control``: maximal PCK drop in points; needs ``validation`` (a ParityData from
-    :func:`heatdeploy.runtime.parity.load_parity_data`). ``max_iterations`` bounds how many layer groups
+    ``accuracy_control``: maximal PCK drop in points; needs ``validation`` (a Dataset from
+    :func:`heatdeploy.datasets.load_dataset`). ``max_iterations`` bounds how many layer groups
     NNCF may revert, ``ranking_subset_size`` how many images rank them, ``ranking_workers`` its threads.
     """
     t_start = time.perf_counter()

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from heatdeploy import __version__
 from heatdeploy.bundle import Bundle, BundleError
+from heatdeploy.calibration.float_scope import LayerInfo, float_layers
 from heatdeploy.devices.profiles import DeviceProfile, TensorRTOptions
 from heatdeploy.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
 from heatdeploy.runtime.backends.base import BackendError
@@ -67,9 +68,6 @@ BUILD_SCHEMA = 1
 BUILD_LOGIC = 1
 CALIB_ALGORITHM = "EntropyCalibration2"  # the header ranges.trt_cache_text writes; our calibrator matches it
 STRONG_TYPING_FROM = 11  # TensorRT 11: strongly typed networks only, explicit INT8 only
-COMPUTE_KINDS = ("conv", "deconv", "matmul")
-SATURATING_KINDS = ("sigmoid", "softmax")
-SKIP_KINDS = ("constant", "shape", "quantize", "dequantize")  # never given a precision
 
 
 class TensorRTError(BackendError):
@@ -285,44 +283,12 @@ def engine_record(*, key: str, precision: str, int8_mode: str | None, trt_versio
 
 
 # --- layer precision (pure) ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LayerInfo:
-    """A network layer as the precision rule sees it (built from TensorRT's layers, or by hand in tests)."""
-
-    name: str
-    kind: str  # conv | deconv | matmul | sigmoid | softmax | constant | shape | quantize | dequantize | other
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-
 def fp32_layers(layers: Sequence[LayerInfo], outputs: Iterable[str]) -> dict[str, str]:
-    """Layers to pin to FP32, with the reason: every Sigmoid/Softmax, and each output's head tail.
-
-    The tail is found walking back from each network output through the producing layers, up to and
-    including the first conv/deconv/matmul: the same rule as the ONNX side (calibration.graph.output_tails),
-    so TensorRT keeps FP32 what ORT and OpenVINO keep FP32. Constants, shape and Q/DQ layers are skipped.
+    """Layers to pin to FP32, with the reason: the one float-scope rule
+    (:mod:`heatdeploy.calibration.float_scope`) on TensorRT's layers, so TensorRT keeps FP32 what ORT and
+    OpenVINO keep float. Constants, shape and Q/DQ layers are skipped.
     """
-    producer = {t: layer for layer in layers for t in layer.outputs}
-    reasons: dict[str, str] = {}
-    for layer in layers:
-        if layer.kind in SATURATING_KINDS:
-            reasons[layer.name] = f"{layer.kind}: saturating output, 8/16 bits resolve it badly"
-    for out in outputs:
-        stack, seen = [out], set()
-        while stack:
-            found = producer.get(stack.pop())
-            if found is None or found.name in seen:
-                continue
-            layer = found
-            seen.add(layer.name)
-            if layer.kind in SKIP_KINDS:
-                continue
-            if layer.kind in COMPUTE_KINDS:
-                reasons.setdefault(layer.name, f"last {layer.kind} of head {out!r}")
-                continue
-            reasons.setdefault(layer.name, f"{layer.kind} in the tail of head {out!r}")
-            stack.extend(layer.inputs)
-    return reasons
+    return float_layers(layers, outputs, "base")
 
 
 def profile_shapes(dims: Sequence[int], config: BuildConfig,
@@ -931,7 +897,8 @@ def _layer_kind(layer: trt.ILayer) -> str:
     if layer.type == lt.ACTIVATION:
         act = cast("trt.IActivationLayer", layer)
         act.__class__ = trt.IActivationLayer  # the Python API's documented downcast to read the activation type
-        return "sigmoid" if act.type == trt.ActivationType.SIGMOID else "other"
+        return {trt.ActivationType.SIGMOID: "sigmoid", trt.ActivationType.HARD_SIGMOID: "hardsigmoid"}.get(
+            act.type, "other")
     return table.get(layer.type, "other")
 
 
