@@ -269,7 +269,7 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
               preset: str, accuracy_control: float | None, accuracy_data: str | None, validation_size: int,
               pck_alpha: float, keep_fp32: str | Sequence[str], target_device: str, fast_bias_correction: bool,
               max_iterations: int, ranking_subset_size: int | None,
-              onnx_path: Path | None = None) -> tuple[ov.Model, dict[str, Any], str]:
+              onnx_path: Path | None = None, no_onnx: str = "") -> tuple[ov.Model, dict[str, Any], str]:
     """NNCF INT8 from the shared calibration sources; returns the model, its record and NNCF's version."""
     import nncf
 
@@ -282,7 +282,7 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
                                    "a video, a .npy/.npz of preprocessed inputs, or 'synthetic' (reference only)")
         calib = "synthetic"
     source = open_source(bundle.spec, calib, size=calib_size, seed=seed)
-    keep, note = _resolve_keep(keep_fp32, model, onnx_path, bundle.spec, source)
+    keep, note = _resolve_keep(keep_fp32, model, onnx_path, bundle.spec, source, no_onnx)
     validation = None
     if accuracy_control is not None:
         validation = _validation_data(bundle.spec, calib, accuracy_data, validation_size, seed)
@@ -297,15 +297,15 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
 
 
 def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, onnx_path: Path | None, spec: ModelSpec,
-                  source: Any) -> tuple[str | Sequence[str] | dict[str, str], str]:
+                  source: Any, no_onnx: str = "") -> tuple[str | Sequence[str] | dict[str, str], str]:
     """``auto`` = ``base`` plus the IR ops of the ONNX nodes heatdeploy's measured sensitivity keeps FP32.
 
     ``onnx_path`` is the ONNX the IR was converted from, so the names measured are the names converted.
     """
     if keep_fp32 != "auto":
         return keep_fp32, ""
-    if onnx_path is None:  # an IR read from a .tflite: no ONNX graph to measure on
-        return "base", "keep_fp32=auto used the base scope: the sensitivity pass needs the model as ONNX"
+    if onnx_path is None:  # an IR read from a .tflite that tflite2onnx could not convert: no graph to measure on
+        return "base", no_onnx or "keep_fp32=auto used the base scope: the sensitivity pass needs the model as ONNX"
     from heatdeploy.calibration.sensitivity_scope import ir_names, sensitive_onnx_nodes
 
     try:
@@ -320,6 +320,25 @@ def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, onnx_path: Pa
     if not names:
         return "base", f"{note}; none to keep float in the IR"
     return names, f"{note}, {len(names)} IR ops ignored by NNCF"
+
+
+def tflite_int8_source(tflite: Path, spec: ModelSpec, workdir: Path) -> tuple[ov.Model | None, Path | None, str]:
+    """For ``keep_fp32=auto`` from a .tflite: its ONNX conversion (tflite2onnx) as the model NNCF quantizes.
+
+    The sensitivity pass measures an ONNX graph and names its nodes; quantizing the IR of that same ONNX
+    lets those names reach NNCF (the .tflite's own IR names its ops otherwise). When the conversion is not
+    possible: (None, None, the note saying why the base scope is used).
+    """
+    from heatdeploy.exporters.tflite import TfliteError, tflite_to_onnx
+
+    onnx_path = workdir / "model.onnx"
+    try:
+        tflite_to_onnx(tflite, onnx_path, spec=spec, check=False)
+        model, _ = convert_onnx(onnx_path, spec)
+    except (TfliteError, OpenVinoExportError) as exc:
+        return None, None, f"keep_fp32=auto used the base scope: the sensitivity pass needs the .tflite as ONNX ({exc})"
+    return model, onnx_path, ("INT8 quantized from the .tflite's ONNX conversion (tflite2onnx), the graph the "
+                              "per-layer sensitivity pass measured")
 
 
 def _validation_data(spec: ModelSpec, calib: str, accuracy_data: str | None, size: int, seed: int) -> Any:

@@ -153,7 +153,7 @@ def _check_names(path: Path, spec: ModelSpec, inputs: set[str], outputs: set[str
 def export_tflite_openvino(model: str | Path, out: str | Path, *, spec_path: str | Path | None,
                            precision: str = "fp32", calib: str | None = None, calib_size: int | None = 300,
                            seed: int = 0, preset: str = "mixed", accuracy_control: float | None = None,
-                           keep_fp32: str | Sequence[str] = "base") -> list[Artifact]:
+                           keep_fp32: str | Sequence[str] = "auto") -> list[Artifact]:
     """A new bundle at ``out`` (staged, renamed into place) with ``openvino-fp32`` converted from the .tflite,
     plus ``openvino-<precision>`` when that is not fp32. Returns the artifacts written."""
     from heatdeploy.bundle import Bundle, staged_dir
@@ -177,7 +177,7 @@ def export_tflite_openvino(model: str | Path, out: str | Path, *, spec_path: str
 def add_tflite_openvino_artifact(bundle_dir: str | Path, tflite: str | Path, precision: str, *,
                                  calib: str | None = None, calib_size: int | None = 300, seed: int = 0,
                                  preset: str = "mixed", accuracy_control: float | None = None,
-                                 keep_fp32: str | Sequence[str] = "base", check: bool = True) -> Artifact:
+                                 keep_fp32: str | Sequence[str] = "auto", check: bool = True) -> Artifact:
     """Convert the .tflite to OpenVINO at ``precision`` and record it in the bundle as ``openvino-<precision>``
     (same paths, rt_info and notes as :func:`heatdeploy.exporters.openvino.add_openvino_artifact`, whose NNCF
     step INT8 shares). ``check`` records the largest |IR - OpenVINO f32 on the .tflite| per output."""
@@ -197,11 +197,17 @@ def add_tflite_openvino_artifact(bundle_dir: str | Path, tflite: str | Path, pre
     tools = {"openvino": ov.get_version(), "heatdeploy": __version__}
     calibration = None
     if precision == "int8":
-        model, calibration, tools["nncf"] = ovx._quantize(
-            model, bundle, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
-            accuracy_control=accuracy_control, accuracy_data=None, validation_size=200, pck_alpha=0.05,
-            keep_fp32=keep_fp32, target_device="any", fast_bias_correction=True, max_iterations=20,
-            ranking_subset_size=100)
+        with tempfile.TemporaryDirectory(prefix="heatdeploy-tflite-int8-") as tmp:
+            # keep_fp32=auto measures per-layer sensitivity on an ONNX graph: quantize that graph's IR
+            via_onnx, onnx_path, note = (ovx.tflite_int8_source(path, spec, Path(tmp)) if keep_fp32 == "auto"
+                                         else (None, None, ""))
+            model, calibration, tools["nncf"] = ovx._quantize(
+                via_onnx or model, bundle, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
+                accuracy_control=accuracy_control, accuracy_data=None, validation_size=200, pck_alpha=0.05,
+                keep_fp32=keep_fp32, target_device="any", fast_bias_correction=True, max_iterations=20,
+                ranking_subset_size=100, onnx_path=onnx_path, no_onnx=note)
+        if via_onnx is not None:
+            calibration.setdefault("notes", []).insert(0, note)
     ovx.embed_rt_info(model, spec, precision, {"source_tflite_sha256": digest})
     notes: dict[str, Any] = {
         "source": "tflite", "source_sha256": digest,
