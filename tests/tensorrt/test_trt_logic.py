@@ -306,3 +306,104 @@ def test_trtexec_and_build_engine_commands() -> None:
     dla["config"] = {**dla["config"], "dla_core": 1}  # type: ignore[dict-item]
     assert "--useDLACore=1 --allowGPUFallback" in trtexec_command("b", dla, input_name="image",
                                                                   input_dims=[1, 3, 64, 48])
+
+
+# --- Jetson review: module identity, cuda-python without a driver, trtexec for 8.5 ----------------------
+ORIN_NANO_8GB = {"compute_capability": "8.7", "sm_count": 8, "memory_gib": 7,
+                 "board": "NVIDIA Jetson Orin Nano Developer Kit"}
+ORIN_NX_16GB = {"compute_capability": "8.7", "sm_count": 8, "memory_gib": 15, "board": "NVIDIA Jetson Orin NX"}
+AGX_ORIN = {"compute_capability": "8.7", "sm_count": 16, "memory_gib": 61, "board": "Jetson AGX Orin"}
+
+
+def test_cache_key_tells_jetson_modules_apart() -> None:
+    """All Orin modules report GPU name "Orin" and compute 8.7: SM count, memory and board model decide."""
+    cfg = BuildConfig.from_profile(load_profile("jetson-orin-nano"), "fp16")
+    opts = engine_options(cfg, builder_plan(cfg, "10.3"))
+
+    def key(device: dict[str, object] | None) -> str:
+        return engine_cache_key(model_sha256="a" * 64, trt_version="10.3.0.30", gpu_name="Orin", precision="fp16",
+                                options=opts, device=device)
+
+    keys = {key(d) for d in (ORIN_NANO_8GB, ORIN_NX_16GB, AGX_ORIN, None)}
+    assert len(keys) == 4
+    assert key(dict(ORIN_NANO_8GB)) == key(ORIN_NANO_8GB)
+
+
+def test_engine_from_another_module_or_compute_capability_is_refused(tmp_path: Path) -> None:
+    data = b"\x00plan" * 50
+    plan = engine_path(tmp_path, "k" * 64, "fp16")
+    plan.parent.mkdir(parents=True)
+    plan.write_bytes(data)
+    record = engine_record(key="k" * 64, precision="fp16", int8_mode=None, trt_version="10.3.0.30", gpu_name="Orin",
+                           compute_capability="8.7", model_sha256="a" * 64, engine=data, options={}, inputs=["image"],
+                           outputs=["heatmaps"], fp32_layers={}, build_seconds=1.0, profile="jetson-orin-nx",
+                           device=ORIN_NX_16GB)
+    assert record["device"] == ORIN_NX_16GB
+    sidecar_path(plan).write_text(json.dumps(record))
+    ok = dict(trt_version="10.3.0.30", gpu_name="Orin")
+    assert check_engine_record(record, **ok, device=ORIN_NX_16GB) == []
+    why = check_engine_record(record, **ok, device=ORIN_NANO_8GB)
+    assert any("GPU memory (GiB) 15, this device has 7" in w for w in why)
+    assert any("board NVIDIA Jetson Orin NX, this device has NVIDIA Jetson Orin Nano" in w for w in why)
+    other_cc = {**ORIN_NX_16GB, "compute_capability": "7.2"}
+    with pytest.raises(BackendError, match="compute capability 8.7, this device has 7.2") as info:
+        verify_engine(plan, **ok, device=other_cc)
+    assert "\n" not in str(info.value)
+    # a record written before the device identity was recorded: its compute capability is still checked
+    old = {k: v for k, v in record.items() if k != "device"}
+    assert any("compute capability" in w for w in check_engine_record(old, **ok, device=other_cc))
+    assert check_engine_record(old, **ok, device=ORIN_NANO_8GB) == []
+
+
+def test_board_model_reads_the_device_tree(tmp_path: Path) -> None:
+    from heatdeploy.runtime.backends.tensorrt import board_model
+
+    node = tmp_path / "model"
+    node.write_bytes(b"NVIDIA Jetson Orin Nano Developer Kit\x00")
+    assert board_model(node) == "NVIDIA Jetson Orin Nano Developer Kit"
+    assert board_model(tmp_path / "absent") == ""
+
+
+def test_cuda_python_without_libcuda_is_not_available(tmp_path: Path) -> None:
+    """cuda-python installed in a container without the NVIDIA runtime raises RuntimeError (no libcuda.so.1):
+    that is "not available" in one line, not a traceback. The package here stands in for cuda-python and
+    fails the way it does when the driver library is absent."""
+    import subprocess
+
+    pkg = tmp_path / "cuda" / "bindings"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "runtime.py").write_text("raise RuntimeError('Failed to dlopen libcuda.so.1')\n")
+    code = ("from heatdeploy.runtime.backends.base import BackendError\n"
+            "from heatdeploy.runtime.backends.tensorrt import cuda_api\n"
+            "try:\n    cuda_api('cuda-python')\nexcept BackendError as e:\n    print('BackendError:', e)\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert line.startswith("BackendError: tensorrt: cuda-python cannot reach the CUDA driver (Failed to dlopen")
+    assert "--runtime nvidia" in line and "\n" not in line
+
+
+def test_trtexec_line_for_tensorrt_8_5_has_no_builder_optimization_level() -> None:
+    """trtexec 8.5.2 (JetPack 5) does not know --builderOptimizationLevel (added in 8.6): leave it out there."""
+    entry = _entry("jetson-orin-nano", "fp16", ("fp32",))
+    assert "--builderOptimizationLevel=3" in trtexec_command("b", entry, input_name="image", input_dims=[1, 3, 64, 48],
+                                                              trt_version="10.3")
+    for old in ("8.5.2", "8.5.2.2"):
+        line = trtexec_command("b", entry, input_name="image", input_dims=[1, 3, 64, 48], trt_version=old)
+        assert "--builderOptimizationLevel" not in line and "--fp16" in line
+    assert "--builderOptimizationLevel=3" in trtexec_command("b", entry, input_name="image",
+                                                              input_dims=[1, 3, 64, 48], trt_version="8.6.1")
+
+
+def test_device_build_module_needs_no_onnx_calibration_or_exporters() -> None:
+    """The build runs on the Jetson: importing it loads no onnx, torch, calibration or exporters."""
+    import subprocess
+
+    code = ("import sys\nimport heatdeploy.runtime.backends.tensorrt_build\n"
+            "print('\\n'.join(sorted(sys.modules)))")
+    mods = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    assert not {m.split(".")[0] for m in mods} & {"onnx", "torch", "onnxruntime", "openvino"}
+    assert not [m for m in mods if m.startswith(("heatdeploy.calibration", "heatdeploy.exporters",
+                                                 "heatdeploy.models", "heatdeploy.parity"))]

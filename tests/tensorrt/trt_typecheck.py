@@ -30,7 +30,8 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("heatdeploy/exporters/tensorrt.py", "heatdeploy/runtime/backends/tensorrt.py")
+TARGETS = ("heatdeploy/exporters/tensorrt.py", "heatdeploy/runtime/backends/tensorrt.py",
+           "heatdeploy/runtime/backends/tensorrt_build.py", "heatdeploy/runtime/backends/tensorrt_config.py")
 STUBS_DIST = "tensorrt-stubs"
 _MAX_FIXES = 500
 

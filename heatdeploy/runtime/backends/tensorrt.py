@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
+from heatdeploy.errortext import first_line
 from heatdeploy.runtime.backends.base import BackendError
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ ENGINE_SCHEMA = 1
 MIN_TENSORRT = (8, 5)  # name-based I/O (set_tensor_address, execute_async_v3) arrived in 8.5
 _KNOWN_OPTIONS = ("device", "memory", "verify")
 _REBUILD = "rebuild it on this machine: heatdeploy build-engine BUNDLE"
+# what tells one GPU (or Jetson module) from another beyond its name, as the engine record spells it
+DEVICE_FIELDS = {"compute_capability": "compute capability", "sm_count": "SM count",
+                 "memory_gib": "GPU memory (GiB)", "board": "board"}
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")  # e.g. "NVIDIA Jetson Orin Nano Developer Kit"
 
 
 # --- the engine record (pure logic, no TensorRT) -------------------------------------------------------
@@ -81,11 +86,13 @@ def read_engine_record(plan: str | os.PathLike[str]) -> dict[str, Any]:
 
 def check_engine_record(record: Mapping[str, Any], *, engine_sha256: str | None = None,
                         trt_version: str | None = None, gpu_name: str | None = None,
-                        key: str | None = None) -> list[str]:
+                        key: str | None = None, device: Mapping[str, Any] | None = None) -> list[str]:
     """Why this engine must not run here (empty when it may): corrupt, or built for other inputs/TensorRT/GPU.
 
-    ``engine_sha256`` is the plan file's digest now; ``trt_version`` / ``gpu_name`` describe this machine;
-    ``key`` is the cache key the caller expects (model + TensorRT + GPU + precision + options).
+    ``engine_sha256`` is the plan file's digest now; ``trt_version`` / ``gpu_name`` / ``device`` (see
+    :func:`device_identity`) describe this machine; ``key`` is the cache key the caller expects (model +
+    TensorRT + GPU + precision + options). Jetson modules all call their GPU "Orin" with compute 8.7, so the
+    SM count, memory and board model are compared too, when both sides know them.
     """
     problems = []
     if record.get("format") != ENGINE_FORMAT:
@@ -101,6 +108,14 @@ def check_engine_record(record: Mapping[str, Any], *, engine_sha256: str | None 
     built_gpu = str(record.get("gpu", ""))
     if gpu_name is not None and built_gpu != gpu_name:
         problems.append(f"built for GPU {built_gpu or '?'!r}, this is {gpu_name!r}")
+    raw_device = record.get("device")
+    built_device: Mapping[str, Any] = raw_device if isinstance(raw_device, Mapping) else {}
+    for field, label in DEVICE_FIELDS.items():
+        mine, theirs = (device or {}).get(field), built_device.get(field)
+        if field == "compute_capability" and theirs is None:
+            theirs = record.get("compute_capability")
+        if mine not in (None, "") and theirs not in (None, "") and str(mine) != str(theirs):
+            problems.append(f"built for {label} {theirs}, this device has {mine}")
     if key is not None and record.get("key") != key:
         problems.append("built from another model, precision or builder options (cache key "
                         f"{str(record.get('key'))[:12]}..., expected {key[:12]}...)")
@@ -108,7 +123,7 @@ def check_engine_record(record: Mapping[str, Any], *, engine_sha256: str | None 
 
 
 def verify_engine(plan: str | os.PathLike[str], *, trt_version: str | None, gpu_name: str | None,
-                  key: str | None = None) -> tuple[dict[str, Any], bytes]:
+                  key: str | None = None, device: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bytes]:
     """Read the plan and its record and check both; BackendError naming every problem and the fix."""
     p = Path(plan)
     try:
@@ -117,7 +132,7 @@ def verify_engine(plan: str | os.PathLike[str], *, trt_version: str | None, gpu_
         raise BackendError(f"{p}: cannot read the engine ({exc.strerror or exc}); {_REBUILD}") from None
     record = read_engine_record(p)
     problems = check_engine_record(record, engine_sha256=sha256_bytes(data), trt_version=trt_version,
-                                   gpu_name=gpu_name, key=key)
+                                   gpu_name=gpu_name, key=key, device=device)
     if problems:
         raise BackendError(f"{p}: stale or corrupt TensorRT engine, not run: {'; '.join(problems)}; {_REBUILD}")
     return record, data
@@ -132,7 +147,7 @@ def import_tensorrt() -> Any:
     """
     try:
         import tensorrt as trt_mod
-    except ImportError as exc:
+    except (ImportError, OSError, RuntimeError) as exc:  # no package, or its libnvinfer does not load
         raise BackendError(f"tensorrt: the TensorRT Python package is not importable ({exc}); on a Jetson it "
                            "comes with JetPack (sudo apt install python3-libnvinfer), on x86-64 with an NVIDIA "
                            "GPU: pip install tensorrt") from None
@@ -158,6 +173,8 @@ class CudaApi(Protocol):
 
     def device_name(self) -> str: ...
     def compute_capability(self) -> str: ...
+    def sm_count(self) -> int: ...
+    def total_memory(self) -> int: ...
     def stream_handle(self) -> int: ...
     def alloc(self, nbytes: int) -> DeviceBuffer: ...
     def free(self, buf: DeviceBuffer) -> None: ...
@@ -200,6 +217,12 @@ class _CudaPython:
 
     def compute_capability(self) -> str:
         return f"{self.props.major}.{self.props.minor}"
+
+    def sm_count(self) -> int:
+        return int(self.props.multiProcessorCount)
+
+    def total_memory(self) -> int:
+        return int(self.props.totalGlobalMem)
 
     def stream_handle(self) -> int:
         return int(self.stream)
@@ -244,6 +267,12 @@ class _TorchCuda:
         major, minor = self.torch.cuda.get_device_capability(self.index)
         return f"{major}.{minor}"
 
+    def sm_count(self) -> int:
+        return int(self.torch.cuda.get_device_properties(self.index).multi_processor_count)
+
+    def total_memory(self) -> int:
+        return int(self.torch.cuda.get_device_properties(self.index).total_memory)
+
     def stream_handle(self) -> int:
         return int(self.torch.cuda.current_stream(self.index).cuda_stream)
 
@@ -286,6 +315,9 @@ def cuda_api(memory: str = "auto", device: int = 0) -> CudaApi:
             if memory == "cuda-python":
                 raise BackendError(f"tensorrt: cuda-python is installed but its runtime bindings do not import "
                                    f"({exc}); pip install 'cuda-python' matching your CUDA major version") from None
+        except (RuntimeError, OSError) as exc:  # no libcuda.so.1: a container without the NVIDIA runtime
+            raise BackendError(f"tensorrt: cuda-python cannot reach the CUDA driver ({first_line(exc)}); run on the "
+                               "device, or in a container started with the NVIDIA runtime (--runtime nvidia)") from None
     if memory in ("auto", "torch") and _real_spec("torch"):
         return _TorchCuda(device)
     raise BackendError("tensorrt: no CUDA bindings for device memory; pip install cuda-python (its major version "
@@ -299,6 +331,20 @@ def machine_identity(memory: str = "auto", device: int = 0) -> tuple[str, str, s
 
     api = cuda_api(memory, device)
     return trt.__version__, api.device_name(), api.compute_capability()
+
+
+def board_model(path: Path = DEVICE_TREE_MODEL) -> str:
+    """The board's model string from the device tree (Jetsons have one; x86 GPU boxes do not: "")."""
+    try:
+        return path.read_bytes().decode(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return ""
+
+
+def device_identity(api: CudaApi) -> dict[str, Any]:
+    """What tells this GPU apart beyond its name (part of the engine cache key, checked on load)."""
+    return {"compute_capability": api.compute_capability(), "sm_count": api.sm_count(),
+            "memory_gib": round(api.total_memory() / 2**30), "board": board_model()}
 
 
 # --- the backend ------------------------------------------------------------------------------------------
@@ -399,6 +445,10 @@ class TensorRTBackend:
         self.cuda.synchronize()
         return outputs
 
+    def spec(self) -> None:
+        """A plan embeds no spec: TensorRT engines run from a bundle, whose manifest holds it."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What runs: TensorRT version, GPU, memory bindings, tensors and profile ranges, the engine record."""
         return {
@@ -422,6 +472,11 @@ class TensorRTBackend:
             pass
 
 
+def read_spec(path: str | os.PathLike[str]) -> None:
+    """A plan embeds no spec; run it from its bundle."""
+    return None
+
+
 def load(path: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> TensorRTBackend:
     """Check the engine record against this machine, deserialize, and make a context; loud on any mismatch."""
     opts = dict(options or {})
@@ -440,7 +495,8 @@ def load(path: str | os.PathLike[str], options: Mapping[str, Any] | None = None)
     cuda = cuda_api(str(opts.get("memory", "auto")), device)
     record: dict[str, Any] | None = None
     if opts.get("verify", True):
-        record, data = verify_engine(plan, trt_version=trt.__version__, gpu_name=cuda.device_name())
+        record, data = verify_engine(plan, trt_version=trt.__version__, gpu_name=cuda.device_name(),
+                                     device=device_identity(cuda))
     else:
         data = plan.read_bytes()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -452,4 +508,5 @@ def load(path: str | os.PathLike[str], options: Mapping[str, Any] | None = None)
 
 
 __all__ = ["ENGINE_FORMAT", "TensorRTBackend", "check_engine_record", "cuda_api", "import_tensorrt", "load",
-           "machine_identity", "read_engine_record", "sidecar_path", "verify_engine"]
+           "board_model", "device_identity", "machine_identity", "read_engine_record", "read_spec", "sidecar_path",
+           "verify_engine"]
