@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from onnxruntime.quantization.calibrate import CalibrationDataReader, create_cal
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from heatdeploy.calibration.sources import CalibrationError
+
+log = logging.getLogger(__name__)
 
 METHODS = {
     "entropy": CalibrationMethod.Entropy,
@@ -158,3 +161,43 @@ def collect_ranges(model_path: Path, input_name: str, batches: Iterable[np.ndarr
     del calibrator
     return CollectedRanges(tensors_path=Path(out_json), observed=observed, batches=n_batches,
                            samples=n_samples, seconds=time.perf_counter() - start)
+
+
+def tee_batches(batches: Iterator[np.ndarray], keep: list[np.ndarray], k: int) -> Iterator[np.ndarray]:
+    """Pass batches through, keeping the first ``k`` for the sensitivity pass and the final check."""
+    for batch in batches:
+        if len(keep) < k:
+            keep.append(batch)
+        yield batch
+
+
+def rebatch(batches: Iterator[np.ndarray], size: int | None) -> Iterator[np.ndarray]:
+    """Exact-size batches for a model with a fixed batch dimension; a short tail is dropped."""
+    if size is None:
+        yield from batches
+        return
+    pending: list[np.ndarray] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += len(batch)
+        while count >= size:
+            joined = np.concatenate(pending)
+            yield joined[:size]
+            rest = joined[size:]
+            pending, count = ([rest] if len(rest) else []), len(rest)
+    if count:
+        log.info("fixed batch %d: the last %d calibration samples were not used", size, count)
+
+
+def first_batches(source: Any, batch: int, static: int | None, k: int) -> list[np.ndarray]:
+    """The first ``k`` batches (ranges came from the cache, so the stream was not read)."""
+    if k == 0:
+        return []
+    out: list[np.ndarray] = []
+    stream = rebatch(source.batches(batch), static)
+    for b in stream:
+        out.append(b)
+        if len(out) == k:
+            break
+    return out

@@ -36,7 +36,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from difflib import get_close_matches
 from pathlib import Path
@@ -50,7 +50,15 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from heatdeploy import __version__
 from heatdeploy.calibration.cache import CalibrationCache, cache_key
-from heatdeploy.calibration.collect import METHODS, CalibOptions, calibrated_op_types, collect_ranges
+from heatdeploy.calibration.collect import (
+    METHODS,
+    CalibOptions,
+    calibrated_op_types,
+    collect_ranges,
+    first_batches,
+    rebatch,
+    tee_batches,
+)
 from heatdeploy.calibration.graph import (
     COMPUTE_OPS,
     PASS_THROUGH_OPS,
@@ -64,9 +72,10 @@ from heatdeploy.calibration.graph import (
     summarize_ops,
 )
 from heatdeploy.calibration.ranges import extract_ranges
+from heatdeploy.calibration.search import SearchBudget, fastest_mix, layer_macs, profile_pair
 from heatdeploy.calibration.sensitivity import LayerResult, Outputs, keypoint_agreement, run_model, sensitivity_pass
 from heatdeploy.calibration.session import METADATA_KEY as ORT_OPTIONS_KEY
-from heatdeploy.calibration.session import int8_session, pin_float_layers
+from heatdeploy.calibration.session import int8_session, pin_float_layers, self_contained_check
 from heatdeploy.calibration.sources import CalibrationError, CalibrationSource
 from heatdeploy.fsutil import atomic_copy, sha256_file, working_dir
 from heatdeploy.spec import METADATA_KEY, ModelSpec
@@ -95,6 +104,7 @@ class QuantizeReport:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     self_contained: dict[str, Any] | None = None  # default ORT session vs WeightBiasQuantization disabled
+    search: dict[str, Any] | None = None  # the latency-measured mix search: chosen, Pareto points, profile
 
     def summary(self) -> str:
         """One line: method, data, op summary, FP32 count, agreement."""
@@ -103,6 +113,8 @@ class QuantizeReport:
         if self.final:
             text += (f"; vs FP32 {self.final['mean_px']:.3f} px mean, {self.final['max_px']:.2f} px max, "
                      f"existence flips {self.final['flip_rate']:.1%}")
+        if self.search:
+            text += f"; {self.search['note']}"
         if self.cache != "miss":
             text += f" (cache hit: {self.cache})"
         return text
@@ -145,7 +157,12 @@ def quantize_onnx_int8(
     sensitivity_flip_rate: float = 0.01,
     sensitivity_batches: int = 2,
     sensitivity_max_layers: int = 256,
-    sensitivity_budget_s: float = 180.0,
+    sensitivity_budget_s: float | None = None,
+    budget_s: float = 300.0,
+    search: bool = True,
+    tolerance: str | Path | SearchBudget = "default",
+    search_holdout_batches: int = 2,
+    progress: Callable[[str], None] | None = None,
     use_cache: bool = True,
     cache_dir: str | Path | None = None,
 ) -> QuantizeReport:
@@ -157,7 +174,14 @@ def quantize_onnx_int8(
     conv on, Sigmoid/Softmax); "none" = only what keeps graph outputs float; a list of node names = the
     base rule plus those nodes. ``sensitivity_batches`` calibration batches also measure the final model
     against FP32 (0 skips both).
+
+    ``search`` (with "auto"): after the pass, the fastest mix holding the parity ``tolerance``'s keypoint
+    budget is searched on measured latency (:mod:`heatdeploy.calibration.search`) and decides what stays
+    FP32; ``search_holdout_batches`` further batches check it. ``budget_s`` bounds pass + search (the pass
+    gets ``sensitivity_budget_s``, by default 60% of it); ``progress`` gets one line per step.
     """
+    say = progress or (lambda m: log.info("%s", m))
+    sens_budget = float(sensitivity_budget_s) if sensitivity_budget_s is not None else 0.6 * float(budget_s)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     fp32_path, out_path = Path(fp32_path), Path(out_path)
@@ -190,9 +214,13 @@ def quantize_onnx_int8(
         }
         sens_opts = {"threshold_px": sensitivity_threshold, "flip_rate": sensitivity_flip_rate,
                      "batches": sensitivity_batches, "max_layers": sensitivity_max_layers,
-                     "budget_s": sensitivity_budget_s, "op_types": [*COMPUTE_OPS, *REQUANTIZING_OPS]}
+                     "budget_s": sens_budget, "op_types": [*COMPUTE_OPS, *REQUANTIZING_OPS]}
         if mode == "auto":
             options["sensitivity"] = sens_opts
+            if search:
+                budget = tolerance if isinstance(tolerance, SearchBudget) else SearchBudget.from_tolerance(tolerance)
+                options["search"] = {"budget": asdict(budget), "budget_s": float(budget_s),
+                                     "holdout_batches": int(search_holdout_batches)}
 
         def ranges_key(calib_id: Any) -> str:
             return cache_key(kind="ranges", onnxruntime=ort.__version__, model=model_sha, pre=pre_note,
@@ -221,7 +249,7 @@ def quantize_onnx_int8(
             if cached is not None:
                 shutil.copyfile(cached.tensors_path, dest)
                 return cached.observed, cached.meta.get("record", {}), "ranges"
-            stream = _rebatch(_tee(source.batches(batch), sample, 0 if sample else k), static_batch)
+            stream = rebatch(tee_batches(source.batches(batch), sample, 0 if sample else k), static_batch)
             got = collect_ranges(pre_path, input_name, stream, opts, dest, work)
             timings["calibrate_s"] += got.seconds
             if cache is not None:
@@ -231,7 +259,9 @@ def quantize_onnx_int8(
         tensors_json = work / "tensors.json"
         observed, record, cache_state = measure(calib, tensors_json)
         if len(sample) < k:
-            sample = _first_batches(source, batch, static_batch, k)
+            sample = first_batches(source, batch, static_batch, k)
+        held = (first_batches(source, batch, static_batch, k + search_holdout_batches)[k:]
+                if mode == "auto" and search and sample and search_holdout_batches > 0 else [])
 
         # --- what stays FP32 -------------------------------------------------------------------------
         excluded = _base_exclusions(model, mode)
@@ -255,19 +285,49 @@ def quantize_onnx_int8(
                 lambda path: run_model(path, input_name, sample, every))
         table: list[dict[str, Any]] = []
         sens_note = "not run (keep_fp32 != 'auto')" if mode != "auto" else "not run (no sample batches)"
+        base_excluded = dict(excluded)
         if mode == "auto" and sample:
             t0 = time.perf_counter()
+            say(f"sensitivity: testing up to {sensitivity_max_layers} layers one at a time "
+                f"({sens_budget:.0f} s budget)")
             rows, sens_note = sensitivity_pass(
                 [(n.name, n.op_type) for n in compute_layers(model, excluded, COMPUTE_OPS + REQUANTIZING_OPS)],
                 lambda node, path: quantize_to(path, only=[node]),
                 lambda path: keypoint_agreement(spec, reference, run_model(path, input_name, sample, outputs)),
                 work, threshold_px=sensitivity_threshold, flip_threshold=sensitivity_flip_rate,
-                max_layers=sensitivity_max_layers, budget_s=sensitivity_budget_s,
+                max_layers=sensitivity_max_layers, budget_s=sens_budget,
                 priority=_layer_priority(model, observed),
             )
+            say(f"sensitivity: {sens_note}")
             excluded.update({r.node: _sensitive_reason(r, sensitivity_threshold) for r in rows if r.kept_fp32})
             table = [r.to_dict() for r in rows]
             timings["sensitivity_s"] = time.perf_counter() - t0
+        found = None
+        if mode == "auto" and sample and search:
+            t0 = time.perf_counter()
+
+            def build_mix(kept: Sequence[str], name: str) -> Path:
+                ex = {**base_excluded, **{n: "search" for n in kept}}
+                ex.update({n: w for n, w in float_islands(model, ex, calibrated_op_types()).items() if n not in ex})
+                path = work / f"mix-{name}.onnx"
+                quantize_to(path, exclude=sorted(ex))
+                return path
+
+            held_ref = run_model(pre_path, input_name, held, outputs) if held else []
+            found = fastest_mix(
+                table, layer_macs(model), build=build_mix,
+                evaluate=lambda path: keypoint_agreement(spec, reference, run_model(path, input_name, sample,
+                                                                                    outputs)),
+                verify=(lambda path: keypoint_agreement(spec, held_ref, run_model(path, input_name, held, outputs)))
+                if held else None, fp32_path=fp32_path, input_name=input_name,
+                x=sample[0][: static_batch or 1], budget=budget,
+                time_budget_s=max(float(budget_s) - timings["sensitivity_s"], 0.2 * float(budget_s)), progress=say)
+            reasons = {r["node"]: r for r in table}
+            excluded = dict(base_excluded)
+            excluded.update({n: (_sensitive_reason(LayerResult(**reasons[n]), sensitivity_threshold)
+                                 if reasons.get(n, {}).get("kept_fp32") else
+                                 f"search: reverted to FP32 to hold the budget ({found.chosen})") for n in found.kept})
+            timings["search_s"] = time.perf_counter() - t0
 
         # --- the model -------------------------------------------------------------------------------
         t0 = time.perf_counter()
@@ -283,6 +343,8 @@ def quantize_onnx_int8(
         if sample:
             final = keypoint_agreement(spec, reference, run_model(int8_path, input_name, sample, outputs)).to_dict()
             contained = self_contained_check(int8_path, input_name, sample[:1], every)
+        if found is not None:
+            found.profile = profile_pair(fp32_path, int8_path, input_name, sample[0][: static_batch or 1])
         notes = [f"wide-range tensors (> {ranges['wide_factor']:.0f}x the median range; candidates for higher "
                  f"precision): {', '.join(w['name'] for w in ranges['wide'][:8])}"] if ranges["wide"] else []
         timings["total_s"] = time.perf_counter() - t_start
@@ -290,6 +352,7 @@ def quantize_onnx_int8(
             out_path=str(out_path), method=calib.method, options=options, excluded=excluded, sensitivity=table,
             sensitivity_note=sens_note, calibration=record, ops=ops.to_dict(), ranges=ranges, final=final,
             cache=cache_state, timings=timings, notes=notes, self_contained=contained,
+            search=found.to_dict() if found is not None else None,
         )
         atomic_copy(int8_path, out_path)
         if cache is not None:
@@ -383,25 +446,6 @@ def ort_ops_summary(model_path: Path, workdir: Path, level: str = "all") -> OpsS
     int8_session(model_path, level=level, optimized_path=strict, disable_weight_bias_quantization=True)
     summary.without_setting = summarize_ops(onnx.load(str(strict)), level).line()
     return summary
-
-
-def self_contained_check(model_path: Path, input_name: str, batches: Sequence[np.ndarray],
-                         output_names: Sequence[str]) -> dict[str, Any]:
-    """Largest output difference between ORT's default session and one with WeightBiasQuantization disabled.
-
-    Zero says the file alone decides what runs FP32: a plain ``onnxruntime.InferenceSession`` gives the
-    outputs the parity verdict was measured on.
-    """
-    names = list(output_names)
-    plain = int8_session(model_path)
-    strict = int8_session(model_path, disable_weight_bias_quantization=True)
-    worst = {n: 0.0 for n in names}
-    for b in batches:
-        for n, a, c in zip(names, plain.run(names, {input_name: b}), strict.run(names, {input_name: b}),
-                           strict=True):
-            worst[n] = max(worst[n], float(np.max(np.abs(a.astype(np.float64) - c))) if a.size else 0.0)
-    return {"max_abs_diff": worst, "identical": all(v == 0.0 for v in worst.values()),
-            "batches": len(batches), "rule": "default ORT session vs WeightBiasQuantization disabled"}
 
 
 # --- steps -----------------------------------------------------------------------------------------
@@ -533,43 +577,3 @@ def _layer_priority(model: onnx.ModelProto, observed: dict[str, tuple[float, flo
     median = float(np.median(positive)) if positive else 1.0
     return {n.name: max((spans.get(t, 0.0) for t in [*n.input, *n.output]), default=0.0) / median
             for n in model.graph.node}
-
-
-def _tee(batches: Iterator[np.ndarray], keep: list[np.ndarray], k: int) -> Iterator[np.ndarray]:
-    """Pass batches through, keeping the first ``k`` for the sensitivity pass and the final check."""
-    for batch in batches:
-        if len(keep) < k:
-            keep.append(batch)
-        yield batch
-
-
-def _rebatch(batches: Iterator[np.ndarray], size: int | None) -> Iterator[np.ndarray]:
-    """Exact-size batches for a model with a fixed batch dimension; a short tail is dropped."""
-    if size is None:
-        yield from batches
-        return
-    pending: list[np.ndarray] = []
-    count = 0
-    for batch in batches:
-        pending.append(batch)
-        count += len(batch)
-        while count >= size:
-            joined = np.concatenate(pending)
-            yield joined[:size]
-            rest = joined[size:]
-            pending, count = ([rest] if len(rest) else []), len(rest)
-    if count:
-        log.info("fixed batch %d: the last %d calibration samples were not used", size, count)
-
-
-def _first_batches(source: CalibrationSource, batch: int, static: int | None, k: int) -> list[np.ndarray]:
-    """The first ``k`` batches (ranges came from the cache, so the stream was not read)."""
-    if k == 0:
-        return []
-    out: list[np.ndarray] = []
-    stream = _rebatch(source.batches(batch), static)
-    for b in stream:
-        out.append(b)
-        if len(out) == k:
-            break
-    return out

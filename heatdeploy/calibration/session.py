@@ -12,7 +12,9 @@ runtime then needs no disabled optimizer; older files that still name one in the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -120,3 +122,22 @@ def _drop_unused_nodes(graph: onnx.GraphProto) -> None:
         alive = [t for t in graph.initializer if t.name in used]
         del graph.initializer[:]
         graph.initializer.extend(alive)
+
+
+def self_contained_check(model_path: Path, input_name: str, batches: Sequence[np.ndarray],
+                         output_names: Sequence[str]) -> dict[str, Any]:
+    """Largest output difference between ORT's default session and one with WeightBiasQuantization disabled.
+
+    Zero says the file alone decides what runs FP32: a plain ``onnxruntime.InferenceSession`` gives the
+    outputs the parity verdict was measured on.
+    """
+    names = list(output_names)
+    plain = int8_session(model_path)
+    strict = int8_session(model_path, disable_weight_bias_quantization=True)
+    worst = {n: 0.0 for n in names}
+    for b in batches:
+        for n, a, c in zip(names, plain.run(names, {input_name: b}), strict.run(names, {input_name: b}),
+                           strict=True):
+            worst[n] = max(worst[n], float(np.max(np.abs(a.astype(np.float64) - c))) if a.size else 0.0)
+    return {"max_abs_diff": worst, "identical": all(v == 0.0 for v in worst.values()),
+            "batches": len(batches), "rule": "default ORT session vs WeightBiasQuantization disabled"}

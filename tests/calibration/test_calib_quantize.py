@@ -248,7 +248,7 @@ def test_calibration_streams_one_batch_per_call(tiny_model: Path, image_dir: Pat
 def test_sensitivity_pass_decides_and_records(tiny_model: Path, image_dir: Path, spec: ModelSpec,
                                               tmp_path: Path) -> None:
     source = ImageFolderSource(spec, image_dir, size=8)
-    common = {"method": "minmax", "use_cache": False, "sensitivity_batches": 1}
+    common = {"method": "minmax", "use_cache": False, "sensitivity_batches": 1, "search": False}  # the rule alone
     lax = quantize_onnx_int8(tiny_model, tmp_path / "a.onnx", spec, source, keep_fp32="auto",
                              sensitivity_threshold=1e9, sensitivity_flip_rate=1.0, **common)
     tested = [r for r in lax.sensitivity if r["tested"]]
