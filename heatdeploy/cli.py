@@ -27,19 +27,20 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Error types whose message is already a one-line diagnosis (file + fix)."""
     from heatdeploy.bundle import BundleError
     from heatdeploy.devices.profiles import DeviceProfileError
+    from heatdeploy.errors import HeatdeployError
     from heatdeploy.runtime.backends.base import BackendError
     from heatdeploy.runtime.parity import ParityError, ToleranceError
     from heatdeploy.runtime.preprocess import ImageError
     from heatdeploy.spec import SpecError
 
-    errors: list[type[BaseException]] = [BundleError, BackendError, ImageError, SpecError, FileNotFoundError,
+    errors: list[type[BaseException]] = [HeatdeployError, BundleError, BackendError, ImageError, SpecError,
+                                         FileNotFoundError,
                                          ParityError, ToleranceError, DeviceProfileError]
     try:
         from heatdeploy.calibration.sources import CalibrationError
@@ -82,17 +83,10 @@ def _progress() -> Progress:
 
 
 def expand_images(paths: list[Path]) -> list[Path]:
-    """Files as given; folders expanded (recursively, sorted) to their image files."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(p)
-            out += found
-        else:
-            out.append(p)
-    return out
+    """Files as given; folders expanded (recursively, sorted) to their regular image files."""
+    from heatdeploy.runtime.sources import expand_images as expand
+
+    return expand(paths)
 
 
 # --- export ------------------------------------------------------------------------------------------
@@ -284,57 +278,10 @@ def calibrate(
 
 
 # --- run ---------------------------------------------------------------------------------------------
-def run_images(bundle: Path, images: list[Path], out: Path | None, *, precision: str | None = None,
-               backend: str | None = None, artifact: str | None = None, batch_size: int = 8,
-               options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Predict images with a bundle; write predictions.json and overlay PNGs under ``out``."""
-    import cv2
-
-    from heatdeploy.fsutil import atomic_write_bytes, atomic_write_text
+def _load_pipeline(bundle: Path, precision: str | None, backend: str | None, artifact: str | None,
+                   device: str | None, options: dict[str, Any] | None = None) -> Any:
     from heatdeploy.runtime import Pipeline
-    from heatdeploy.runtime.draw import draw_keypoints
-    from heatdeploy.runtime.preprocess import load_image
 
-    pipe = Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend, options=options)
-    files = expand_images(images)
-    arrays = [load_image(f) for f in files]  # fail on a bad file before writing anything
-    records: list[dict[str, Any]] = []
-    with _progress() as prog:
-        task = prog.add_task("predicting", total=len(files))
-        for i in range(0, len(files), batch_size):
-            pred = pipe.predict(arrays[i:i + batch_size], batch_size=batch_size)
-            records += pred.to_records(pipe.spec.keypoints, [str(f) for f in files[i:i + batch_size]])
-            if out is not None:
-                for j, img in enumerate(arrays[i:i + batch_size]):
-                    vis = draw_keypoints(img, pred.keypoints[j], pred.presence[j], pred.present[j],
-                                         pipe.spec.skeleton, names=pipe.spec.keypoints)
-                    ok, buf = cv2.imencode(".png", vis)
-                    atomic_write_bytes(out / "overlays" / f"{files[i + j].stem}.png", buf.tobytes())
-            prog.advance(task, len(arrays[i:i + batch_size]))
-    if out is not None:
-        atomic_write_text(out / "predictions.json", json.dumps(records, indent=2))
-    return records
-
-
-@app.command()
-@cli_errors
-def run(
-    bundle: Annotated[Path, typer.Argument(help="bundle directory or .onnx with embedded spec")],
-    images: Annotated[list[Path], typer.Argument(help="image files or folders")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for predictions.json + overlays")]
-    = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print predictions as JSON to stdout")] = False,
-    precision: Annotated[str | None, typer.Option(help="artifact precision to run (fp32, int8, ...)")] = None,
-    backend: Annotated[str | None, typer.Option(help="override the artifact's backend")] = None,
-    artifact: Annotated[str | None, typer.Option(help="artifact name in the bundle")] = None,
-    device: Annotated[str | None, typer.Option(help="device profile: its precision, backend and session "
-                                                    "options (threads, providers)")] = None,
-) -> None:
-    """Decode keypoints, scores and existence for IMAGES.
-
-    Example: heatdeploy run bundle/ samples/ --out preds/ --json
-    """
-    options = None
     if device:
         from heatdeploy.devices.profiles import load_profile, session_options
 
@@ -342,12 +289,137 @@ def run(
         precision = precision or profile.precision
         backend = backend or profile.backend
         options = session_options(profile, backend)
-    records = run_images(bundle, images, out, precision=precision, backend=backend, artifact=artifact,
-                         options=options)
-    if as_json:
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+    return Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend, options=options)
+
+
+def stream_sources(pipe: Any, sources: list[str], out: Path | None, *, jsonl: str | None = None,
+                   video: Path | None = None, overlays: bool = True, keep_records: bool = False,
+                   batch_size: int | None = None, max_frames: int | None = None, smooth: Any = None,
+                   boxes: Path | None = None, labels: str = "none", show: bool = True) -> tuple[Any, Any, Any]:
+    """SOURCES through ``pipe`` into the sinks asked for; returns (stats, source, records sink)."""
+    import warnings
+
+    from heatdeploy.runtime.sinks import JsonlSink, OverlaySink, RecordsSink, VideoSink
+    from heatdeploy.runtime.sources import SkippedInputWarning, open_source
+    from heatdeploy.runtime.stream import BoxFile, StreamConfig, run_stream
+
+    box_file = BoxFile(boxes) if boxes is not None else None
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always", SkippedInputWarning)
+        source = open_source(sources)
+    for w in skipped:
+        console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+    images = source.kind == "images"
+    records = RecordsSink(out / "predictions.json" if out is not None and images else None)
+    sinks: list[Any] = [records] if images and (keep_records or out is not None) else []
+    if jsonl is not None:
+        sinks.append(JsonlSink(None if jsonl == "-" else Path(jsonl)))
     if out is not None:
-        console.print(f"{len(records)} images: {out / 'predictions.json'}, overlays in {out / 'overlays'}")
+        sinks.append(JsonlSink(out / "predictions.jsonl"))
+        if images and overlays:
+            sinks.append(OverlaySink(out / "overlays"))
+    if video is None and out is not None and not images:
+        video = out / "annotated.mp4"
+    if video is not None:
+        sinks.append(VideoSink(video, source.fps))
+    cfg = StreamConfig(batch_size=batch_size or (8 if images else 1), max_frames=max_frames, boxes=box_file,
+                       smooth=smooth, labels=labels, fps=source.fps)
+    total = source.total if max_frames is None else min(max_frames, source.total or max_frames)
+    if not show:
+        return run_stream(pipe, source, sinks, cfg), source, records
+    with _progress() as prog:
+        task = prog.add_task("starting", total=total)
+        stats = run_stream(pipe, source, sinks, cfg,
+                           on_progress=lambda s: prog.update(task, completed=s.frames, description=s.line()))
+    return stats, source, records
+
+
+def run_images(bundle: Path, images: list[Path], out: Path | None, *, precision: str | None = None,
+               backend: str | None = None, artifact: str | None = None, batch_size: int = 8,
+               options: dict[str, Any] | None = None, labels: str = "none") -> list[dict[str, Any]]:
+    """Predict images with a bundle; write predictions.json(l) and overlay PNGs under ``out``."""
+    pipe = _load_pipeline(bundle, precision, backend, artifact, None, options)
+    _, _, records = stream_sources(pipe, [str(p) for p in images], out, batch_size=batch_size,
+                                   keep_records=True, labels=labels)
+    return records.records
+
+
+@app.command()
+@cli_errors
+def run(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory or .onnx with embedded spec")],
+    sources: Annotated[list[str], typer.Argument(
+        help="image files or folders, a video file, a camera index (0) or /dev/videoN, an rtsp:// or http:// "
+             "URL, or a GStreamer pipeline ending in 'appsink'", metavar="SOURCE...")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder: predictions.jsonl; for images also "
+                                                                 "predictions.json + overlays/, for video "
+                                                                 "annotated.mp4")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print predictions to stdout: a JSON list for images, "
+                                                         "JSON Lines (one frame per line) for streams")] = False,
+    jsonl: Annotated[str | None, typer.Option(help="write JSON Lines per frame here ('-': stdout)")] = None,
+    video: Annotated[Path | None, typer.Option(help="write the annotated frames as a video (.mp4, .avi)")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="stop after N frames", min=1)] = None,
+    batch: Annotated[int | None, typer.Option(help="frames per engine call (default 8 for images, 1 for "
+                                                   "streams)", min=1)] = None,
+    smooth: Annotated[bool, typer.Option(help="One Euro filter over time on each keypoint (video)")] = False,
+    smooth_min_cutoff: Annotated[float, typer.Option(help="One Euro min cutoff, Hz (lower: smoother when "
+                                                          "still)")] = 1.0,
+    smooth_beta: Annotated[float, typer.Option(help="One Euro speed coefficient, 1/px (higher: less lag when "
+                                                    "moving)")] = 0.01,
+    boxes: Annotated[Path | None, typer.Option(help="person boxes for top-down models: JSON {frame name or "
+                                                    "index: [x1, y1, x2, y2]} or a list by frame index")] = None,
+    labels: Annotated[str, typer.Option(help="overlay labels: none | names | scores")] = "none",
+    precision: Annotated[str | None, typer.Option(help="artifact precision to run (fp32, int8, ...)")] = None,
+    backend: Annotated[str | None, typer.Option(help="override the artifact's backend")] = None,
+    artifact: Annotated[str | None, typer.Option(help="artifact name in the bundle")] = None,
+    device: Annotated[str | None, typer.Option(help="device profile: its precision, backend and session "
+                                                    "options (threads, providers)")] = None,
+) -> None:
+    """Decode keypoints, scores and existence for images, a video, a camera or a stream, frame by frame.
+
+    Examples:
+
+      heatdeploy run bundle/ samples/ --out preds/ --json
+
+      heatdeploy run bundle/ clip.mp4 --out preds/ --smooth --max-frames 300
+
+      heatdeploy run bundle/ 0 --jsonl - ; heatdeploy run bundle/ rtsp://camera/stream --out preds/
+
+      heatdeploy run bundle/ "nvarguscamerasrc ! video/x-raw(memory:NVMM) ! nvvidconv ! video/x-raw,format=BGRx !
+      videoconvert ! video/x-raw,format=BGR ! appsink" --jsonl preds.jsonl
+    """
+    from heatdeploy.runtime.draw import LABELS
+    from heatdeploy.runtime.smoothing import OneEuroFilter
+
+    if labels not in LABELS:
+        raise typer.BadParameter(f"--labels {labels}: choose one of {', '.join(LABELS)}")
+    filt = None
+    if smooth:
+        try:
+            filt = OneEuroFilter(min_cutoff=smooth_min_cutoff, beta=smooth_beta)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    pipe = _load_pipeline(bundle, precision, backend, artifact, device)
+    stdout_lines = as_json and jsonl is None
+    from heatdeploy.runtime.sources import classify
+
+    images = all(classify(s) in ("images", "skip") for s in sources)
+    stats, source, records = stream_sources(
+        pipe, sources, out, jsonl="-" if stdout_lines and not images else jsonl, video=video,
+        keep_records=as_json and images, batch_size=batch, max_frames=max_frames, smooth=filt, boxes=boxes,
+        labels=labels)
+    if as_json and images:
+        sys.stdout.write(json.dumps(records.records, indent=2) + "\n")
+    where = f"; {out / 'predictions.jsonl'}" if out is not None else ""
+    if out is not None and source.kind == "images":
+        where += f", {out / 'predictions.json'}, overlays in {out / 'overlays'}"
+    if video is not None or (out is not None and source.kind != "images"):
+        where += f", video {video or out / 'annotated.mp4'}"  # type: ignore[operator]
+    console.print(f"{stats.line()}{where}", highlight=False, soft_wrap=True)
+    if stats.interrupted:
+        console.print(f"stopped by Ctrl-C after {stats.frames} frames; everything up to there is written",
+                      highlight=False)
+        raise typer.Exit(130)
 
 
 # --- inspect -----------------------------------------------------------------------------------------

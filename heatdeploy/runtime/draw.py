@@ -38,6 +38,8 @@ ABSENT_COLOUR = (150, 150, 150)
 _SHIFT = 4  # fractional bits for sub-pixel drawing
 _ONE = 1 << _SHIFT
 _FAR = 1e5  # px; coordinates beyond this are clipped before drawing
+# Overlay label modes: none (default; 17+ labels make a face unreadable), names, scores (presence probability).
+LABELS = ("none", "names", "scores")
 
 Skeleton = Sequence[tuple[int, int]] | Sequence[Sequence[int]]
 
@@ -61,13 +63,17 @@ def draw_keypoints(
     names: Sequence[str] | None = None,
     scores: np.ndarray | None = None,
     legend: bool = True,
+    labels: str | None = None,
 ) -> np.ndarray:
     """Return a new BGR uint8 image with keypoints ``[K, 2]`` drawn; ``present [K]`` decides the style.
 
     Edges join present keypoints only; absent-but-predicted ones get a small grey hollow circle with
-    an 'x'; with ``names`` each present point is labelled with its name and presence probability.
+    an 'x'. ``labels``: ``none``, ``names`` (the keypoint name) or ``scores`` (presence probability);
+    when not given, present points are labelled if ``names`` or ``scores`` is passed (name, presence, score).
     Multi-instance input (``[M, K, 2]``, ``[M, K]``) draws every instance some keypoint of is present.
     """
+    if labels is not None and labels not in LABELS:
+        raise ValueError(f"labels={labels!r}: choose one of {', '.join(LABELS)}")
     if np.ndim(keypoints) == 3:
         found = np.asarray(present, bool).any(axis=-1)
         m, k = int(found.sum()), np.shape(keypoints)[1]
@@ -86,8 +92,12 @@ def draw_keypoints(
         _draw_absent(canvas, kps[i], radius, thickness)
     for i in np.flatnonzero(finite & flag):
         cv2.circle(canvas, _fixed(kps[i]), radius * _ONE, keypoint_colour(int(i)), -1, cv2.LINE_AA, _SHIFT)
-    if names is not None or scores is not None:
+    if labels is None and (names is not None or scores is not None):
         _draw_labels(canvas, kps, prob, flag & finite, names, scores, radius)
+    elif labels == "names":
+        _draw_labels(canvas, kps, prob, flag & finite, names, None, radius, with_prob=False)
+    elif labels == "scores":
+        _draw_labels(canvas, kps, prob, flag & finite, None, None, radius, name=False)
     if legend:
         _draw_legend(canvas, f"present {int(flag.sum())}/{len(flag)}", radius)
     return canvas
@@ -174,10 +184,14 @@ def _draw_labels(
     names: Sequence[str] | None,
     scores: np.ndarray | None,
     radius: int,
+    name: bool = True,
+    with_prob: bool = True,
 ) -> None:
     font_scale = max(0.3, radius / 8)
     for i in np.flatnonzero(drawable):
-        text = f"{names[i] if names is not None else i} {prob[i]:.2f}"
+        parts = [str(names[i]) if names is not None and len(names) > i else str(i)] if name else []
+        parts += [f"{prob[i]:.2f}"] if with_prob else []
+        text = " ".join(parts)
         if scores is not None:
             text += f" s{float(scores[i]):.2f}"
         org = (int(kps[i, 0]) + radius + 1, int(kps[i, 1]) - radius - 1)

@@ -26,7 +26,8 @@ from heatdeploy.runtime.backends.base import (
     readers_of,
 )
 from heatdeploy.runtime.heads import decode_outputs
-from heatdeploy.runtime.preprocess import Preprocessor, load_image, map_to_image
+from heatdeploy.runtime.preprocess import Preprocessor, map_to_image
+from heatdeploy.runtime.sources import load_image
 from heatdeploy.spec import ModelSpec, SpecError
 
 
@@ -44,6 +45,37 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     # Multi-instance (centre) heads: the arrays above are [N,M,K,...] and this is [N,M] (0: empty slot).
     instance_scores: np.ndarray | None = None
+    # What plot() needs: the images predicted (references, not copies), keypoint names and skeleton.
+    images: list[np.ndarray] | None = field(default=None, repr=False)
+    names: tuple[str, ...] = ()
+    skeleton: tuple[tuple[int, int], ...] = ()
+
+    def plot(self, index: int = 0, image: np.ndarray | None = None, labels: str = "none") -> np.ndarray:
+        """Image ``index`` with its keypoints drawn (BGR uint8); ``labels``: none | names | scores."""
+        from heatdeploy.runtime.draw import draw_keypoints
+
+        if image is None:
+            if self.images is None:
+                raise ValueError("Prediction.plot: this prediction holds no images; pass image=")
+            image = self.images[index]
+        return draw_keypoints(image, self.keypoints[index], self.presence[index], self.present[index],
+                              self.skeleton, names=self.names or None, labels=labels)
+
+    def save(self, path: str | Path, index: int = 0, labels: str = "none") -> Path:
+        """``.json``: every image's records; an image suffix (.png, .jpg, ...): the overlay of image ``index``."""
+        import cv2
+
+        from heatdeploy.fsutil import atomic_write_bytes
+
+        path = Path(path)
+        if path.suffix.lower() == ".json":
+            write_predictions(path, self.to_records(self.names))
+            return path
+        ok, buf = cv2.imencode(path.suffix or ".png", self.plot(index, labels=labels))
+        if not ok:
+            raise ValueError(f"{path}: OpenCV cannot encode {path.suffix!r}; name it .png or .jpg (or .json)")
+        atomic_write_bytes(path, buf.tobytes())
+        return path
 
     def to_records(self, names: Sequence[str], files: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One JSON-ready record per image."""
@@ -76,7 +108,9 @@ def _concat(preds: list[Prediction]) -> Prediction:
     return Prediction(*(np.concatenate([getattr(p, f) for p in preds]) for f in
                         ("keypoints", "scores", "presence", "present", "image_sizes", "keypoints_input")),
                       outputs={k: np.concatenate([p.outputs[k] for p in preds]) for k in keys},
-                      timings=timings, instance_scores=inst)
+                      timings=timings, instance_scores=inst,
+                      images=None if preds[0].images is None else [im for p in preds for im in p.images or []],
+                      names=preds[0].names, skeleton=preds[0].skeleton)
 
 
 class Pipeline:
@@ -142,6 +176,7 @@ class Pipeline:
         t2 = time.perf_counter()
         pred = self.decode(outputs, batch.transforms, batch.image_sizes)
         t3 = time.perf_counter()
+        pred.images = list(images)
         pred.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "decode": t3 - t2}
         return pred
 
@@ -151,7 +186,8 @@ class Pipeline:
         return Prediction(keypoints=map_to_image(dec.coords, transforms).astype(np.float32),
                           scores=dec.scores, presence=dec.presence, present=dec.present,
                           image_sizes=np.asarray(image_sizes), keypoints_input=dec.coords, outputs=outputs,
-                          instance_scores=dec.instance_scores)
+                          instance_scores=dec.instance_scores, names=tuple(self.spec.keypoints),
+                          skeleton=tuple(tuple(e) for e in self.spec.skeleton))
 
 
 def pick_artifact(b: Bundle, name: str | None = None, precision: str | None = None,

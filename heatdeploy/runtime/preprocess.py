@@ -11,7 +11,6 @@ layout transpose run once on the stacked batch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,9 +23,6 @@ from heatdeploy.spec import InputSpec
 # Person boxes are enlarged by this factor before cropping, as MMPose's top-down pipeline does,
 # so limbs that stick out of a tight detector box stay in view.
 BOX_PADDING = 1.25
-# ANYCOLOR|ANYDEPTH keeps 16-bit and grey images as they are (normalised in to_bgr8) but, unlike
-# IMREAD_UNCHANGED, still applies the EXIF orientation, so phone photos are not decoded sideways.
-_IMREAD_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
 _GREY_WEIGHTS_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # ITU-R BT.601, as cv2
 _FIX = "pass a JPEG, PNG, BMP or WebP file"
 
@@ -38,22 +34,13 @@ class ImageError(HeatdeployError, ValueError):
 # --- loading -------------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as BGR uint8 ``[H, W, 3]``; decoding from bytes copes with non-ASCII paths."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise ImageError(f"{path}: not a readable image (file not found); {_FIX}") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: not a readable image (it is a directory); {_FIX}") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: not a readable image ({exc.strerror or exc}); {_FIX}") from None
-    if data.size == 0:
-        raise ImageError(f"{path}: not a readable image (empty file); {_FIX}")
-    image = cv2.imdecode(data, _IMREAD_FLAGS)
-    if image is None:
-        raise ImageError(f"{path}: not a readable image (unknown format or corrupt data); {_FIX}")
-    return to_bgr8(image, where=str(path))
+def __getattr__(name: str) -> object:
+    """``load_image`` lives in runtime/sources.py (the one image reader); kept importable from here."""
+    if name == "load_image":
+        from heatdeploy.runtime.sources import load_image
+
+        return load_image
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def to_bgr8(image: np.ndarray, where: str = "image") -> np.ndarray:

@@ -1,0 +1,360 @@
+"""A bounded streaming pipeline: reader -> preprocess -> engine -> decode + sinks, each stage in its own thread.
+
+Stages hand batches over through small bounded queues, so decoding a frame, preprocessing the next and
+running the engine on a third overlap (OpenCV and the engines release the GIL), and no more than a few
+frames are ever in memory however long the stream. The pieces are the ``Pipeline``'s own preprocessor,
+backend and decoder: streaming adds no second implementation of any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heatdeploy.errors import HeatdeployError
+from heatdeploy.runtime.pipeline import Pipeline, Prediction
+from heatdeploy.runtime.preprocess import BOX_PADDING
+from heatdeploy.runtime.sinks import FrameResult, Sink
+from heatdeploy.runtime.smoothing import OneEuroFilter
+from heatdeploy.runtime.sources import Frame
+
+STAGES = ("read", "preprocess", "infer", "decode", "sinks")
+_END = object()
+
+
+class StreamError(HeatdeployError, ValueError):
+    """A streaming option that cannot work with this model or input; the message says which and why."""
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
+
+
+@dataclass
+class StreamStats:
+    """Frames done, throughput and the mean time per frame of each stage (seconds)."""
+
+    frames: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    interrupted: bool = False
+    _recent: deque = field(default_factory=lambda: deque(maxlen=64), repr=False)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.stage_s[stage] += seconds
+
+    def frame_done(self, n: int = 1) -> None:
+        self.frames += n
+        self._recent.append((time.perf_counter(), self.frames))
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def fps(self) -> float:
+        """Throughput over the last frames (the whole run while it is short)."""
+        if len(self._recent) >= 2 and self._recent[-1][0] > self._recent[0][0]:
+            (t0, f0), (t1, f1) = self._recent[0], self._recent[-1]
+            return (f1 - f0) / (t1 - t0)
+        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+
+    def per_frame_ms(self) -> dict[str, float]:
+        return {k: 1e3 * v / max(self.frames, 1) for k, v in self.stage_s.items()}
+
+    def line(self) -> str:
+        stages = "  ".join(f"{k} {v:.1f}" for k, v in self.per_frame_ms().items())
+        return f"{self.frames} frames  {self.fps:.1f} fps  ms/frame: {stages}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "seconds": round(self.elapsed, 3),
+                "fps": round(self.frames / self.elapsed, 2) if self.elapsed > 0 else 0.0,
+                "ms_per_frame": {k: round(v, 3) for k, v in self.per_frame_ms().items()},
+                "interrupted": self.interrupted}
+
+
+# --- boxes ---------------------------------------------------------------------------------------
+
+
+def full_frame_box(h: int, w: int) -> np.ndarray:
+    """The box whose padded, aspect-fitted crop is exactly the letterboxed whole frame."""
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    hw, hh = w / 2.0 / BOX_PADDING, h / 2.0 / BOX_PADDING
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh])
+
+
+class BoxFile:
+    """``--boxes FILE``: JSON ``{frame name or index: [x1, y1, x2, y2] or null}``, or a list by frame index."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise StreamError(f"{path}: not a readable boxes JSON ({exc}); write {{\"frame\": [x1, y1, x2, y2]}} "
+                              "or a list of boxes by frame index") from None
+        if isinstance(data, list):
+            data = {str(i): b for i, b in enumerate(data)}
+        if not isinstance(data, dict):
+            raise StreamError(f"{path}: expected a JSON object or list of [x1, y1, x2, y2] boxes")
+        self.boxes: dict[str, np.ndarray | None] = {}
+        for key, box in data.items():
+            if box is None:
+                self.boxes[str(key)] = None
+                continue
+            arr = np.asarray(box, dtype=np.float64) if isinstance(box, list) and len(box) == 4 else None
+            if arr is None or arr.dtype.kind != "f" or not np.isfinite(arr).all() or (arr[2:] < arr[:2]).any():
+                raise StreamError(f"{path}: box for {key!r} is {box!r}; expected [x1, y1, x2, y2] with "
+                                  "x2 >= x1, y2 >= y1, finite numbers")
+            self.boxes[str(key)] = arr
+        self.path = path
+
+    def __call__(self, frame: Frame) -> np.ndarray | None:
+        for key in (frame.name, str(frame.index), Path(frame.source).name):
+            if key in self.boxes:
+                return self.boxes[key]
+        return None
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamConfig:
+    """How to stream: batch size, frame limit, queue depth, boxes, smoothing and overlay labels."""
+
+    batch_size: int = 1
+    max_frames: int | None = None
+    depth: int = 2  # batches waiting between two stages
+    boxes: Callable[[Frame], np.ndarray | None] | None = None
+    smooth: OneEuroFilter | None = None
+    labels: str = "none"
+    fps: float | None = None  # for timestamps when the source has none (images)
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.05)
+        except queue.Empty:
+            continue
+    return _END
+
+
+def _stage(fn: Callable[[], None], out: queue.Queue, stop: threading.Event) -> threading.Thread:
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            _put(out, _Failed(exc), stop)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t
+
+
+class Stream:
+    """Runs ``source`` through ``pipe`` into ``sinks``; :meth:`run` returns the stats (also on Ctrl-C)."""
+
+    def __init__(self, pipe: Pipeline, source: Any, sinks: Sequence[Sink], config: StreamConfig | None = None,
+                 on_progress: Callable[[StreamStats], None] | None = None) -> None:
+        self.pipe, self.source, self.sinks = pipe, source, list(sinks)
+        self.cfg = config or StreamConfig()
+        if self.cfg.batch_size < 1:
+            raise StreamError(f"batch size {self.cfg.batch_size}: expected 1 or more")
+        if self.cfg.smooth is not None and pipe.spec.head == "centers":
+            raise StreamError("--smooth: this model finds several people per frame without identities across "
+                              "frames, so their keypoints cannot be filtered over time; drop --smooth")
+        self.on_progress = on_progress
+        self.stats = StreamStats()
+        self._stop = threading.Event()
+        depth = max(1, self.cfg.depth)
+        self._frames: queue.Queue = queue.Queue(depth * self.cfg.batch_size)
+        self._prepped: queue.Queue = queue.Queue(depth)
+        self._inferred: queue.Queue = queue.Queue(depth)
+
+    # each stage reads its input queue until _END, then passes _END on
+    def _read(self) -> None:
+        it: Iterator[Frame] = iter(self.source)
+        n = 0
+        try:
+            while self.cfg.max_frames is None or n < self.cfg.max_frames:
+                t0 = time.perf_counter()
+                frame = next(it, None)
+                if frame is None:
+                    break
+                self.stats.add("read", time.perf_counter() - t0)
+                if not _put(self._frames, frame, self._stop):
+                    return
+                n += 1
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        _put(self._frames, _END, self._stop)
+
+    def _preprocess(self) -> None:
+        done = False
+        while not done:
+            frames: list[Frame] = []
+            while len(frames) < self.cfg.batch_size:
+                item = _get(self._frames, self._stop)
+                if isinstance(item, _Failed):
+                    _put(self._prepped, item, self._stop)
+                    return
+                if item is _END:
+                    done = True
+                    break
+                frames.append(item)
+            if frames:
+                t0 = time.perf_counter()
+                batch = self.pipe.preprocess([f.image for f in frames], self._boxes(frames))
+                self.stats.add("preprocess", time.perf_counter() - t0)
+                if not _put(self._prepped, (frames, batch), self._stop):
+                    return
+        _put(self._prepped, _END, self._stop)
+
+    def _boxes(self, frames: list[Frame]) -> np.ndarray | None:
+        if self.cfg.boxes is None:
+            return None
+        boxes = [self.cfg.boxes(f) for f in frames]
+        if all(b is None for b in boxes) and self.pipe.spec.input.resize != "crop":
+            return None
+        return np.stack([full_frame_box(*f.image.shape[:2]) if b is None else b for f, b in zip(frames, boxes,
+                                                                                              strict=True)])
+
+    def _infer(self) -> None:
+        while True:
+            item = _get(self._prepped, self._stop)
+            if item is _END or isinstance(item, _Failed):
+                _put(self._inferred, item, self._stop)
+                return
+            frames, batch = item
+            t0 = time.perf_counter()
+            outputs = self.pipe.infer(batch.tensor)
+            self.stats.add("infer", time.perf_counter() - t0)
+            if not _put(self._inferred, (frames, batch, outputs), self._stop):
+                return
+
+    def run(self) -> StreamStats:
+        """Stream until the source ends, ``max_frames`` is reached, an error (re-raised) or Ctrl-C."""
+        stop = self._stop
+        threads = [_stage(self._read, self._frames, stop), _stage(self._preprocess, self._prepped, stop),
+                   _stage(self._infer, self._inferred, stop)]
+        last = 0.0
+        restore = self._catch_sigint()
+        try:
+            while not self.stats.interrupted:
+                try:
+                    item = self._inferred.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                if isinstance(item, _Failed):
+                    raise item.exc
+                self._finish(*item)
+                if self.on_progress is not None and time.perf_counter() - last > 0.25:
+                    last = time.perf_counter()
+                    self.on_progress(self.stats)
+        except KeyboardInterrupt:
+            self.stats.interrupted = True
+        finally:
+            if restore is not None:
+                signal.signal(signal.SIGINT, restore)
+            stop.set()
+            for t in threads:
+                t.join(timeout=2.0)
+            self.source_close()
+            self._close_sinks()
+        if self.on_progress is not None:
+            self.on_progress(self.stats)
+        return self.stats
+
+    def _catch_sigint(self) -> Any:
+        """Ctrl-C sets a flag checked between frames, so no frame is half written to the sinks.
+
+        Returns the previous handler (None when not on the main thread, where KeyboardInterrupt is caught).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            self.stats.interrupted = True
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def source_close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+    def _close_sinks(self) -> None:
+        errors = []
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception as exc:  # close every sink, then report the first failure
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _finish(self, frames: list[Frame], batch: Any, outputs: dict[str, np.ndarray]) -> None:
+        t0 = time.perf_counter()
+        pred = self.pipe.decode(outputs, batch.transforms, batch.image_sizes)
+        if self.cfg.smooth is not None:
+            self._smooth(pred, frames)
+        records = pred.to_records(self.pipe.spec.keypoints)
+        t1 = time.perf_counter()
+        self.stats.add("decode", t1 - t0)
+        for i, (frame, rec) in enumerate(zip(frames, records, strict=True)):
+            head = {"frame": frame.index, "name": frame.name, "timestamp": _round(frame.timestamp)}
+            head["image" if self.source.kind == "images" else "source"] = frame.source
+            result = FrameResult(frame, {**head, **rec}, pred.keypoints[i], pred.scores[i], pred.presence[i],
+                                 pred.present[i], self.pipe.spec.skeleton, self.pipe.spec.keypoints,
+                                 self.cfg.labels)
+            for s in self.sinks:
+                s.write(result)
+        self.stats.add("sinks", time.perf_counter() - t1)
+        self.stats.frame_done(len(frames))
+
+    def _smooth(self, pred: Prediction, frames: list[Frame]) -> None:
+        assert self.cfg.smooth is not None
+        fps = self.cfg.fps or 30.0
+        for i, f in enumerate(frames):  # frames depend on the previous one: sequential by nature
+            t = f.timestamp if f.timestamp is not None else f.index / fps
+            pred.keypoints[i] = self.cfg.smooth(pred.keypoints[i], t, pred.present[i][:, None])
+
+
+def _round(t: float | None) -> float | None:
+    return None if t is None else round(float(t), 4)
+
+
+def run_stream(pipe: Pipeline, source: Any, sinks: Sequence[Sink], config: StreamConfig | None = None,
+               on_progress: Callable[[StreamStats], None] | None = None) -> StreamStats:
+    """Stream every frame of ``source`` through ``pipe`` into ``sinks``; see :class:`Stream`."""
+    return Stream(pipe, source, sinks, config, on_progress).run()
+
+
+__all__ = ["STAGES", "BoxFile", "Stream", "StreamConfig", "StreamError", "StreamStats", "full_frame_box",
+           "run_stream"]
