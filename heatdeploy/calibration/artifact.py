@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +34,16 @@ def add_onnx_int8(bundle_dir: str | Path, calib: str, *, method: str = "auto", c
     bundle = Bundle.load(bundle_dir)
     fp32 = bundle.artifact(format="onnx", precision="fp32")
     source = open_source(bundle.spec, calib, calib_size, seed, every_n)
-    with tempfile.TemporaryDirectory(prefix="heatdeploy-int8-", dir=bundle.root.parent) as tmp:
-        work = Path(tmp)
+    with bundle.change() as tx:  # new files under new names, one manifest swap: a Ctrl-C keeps the old INT8
+        work = tx.workdir
         report = quantize_onnx_int8(bundle.path_of(fp32), work / INT8_PATH, bundle.spec, source, method=method,
                                     keep_fp32=keep_fp32, symmetric_activations=symmetric_activations, **options)
         write_calibration_json(report.ranges, work / CALIBRATION_JSON)
         write_trt_cache(report.ranges, work / TRT_CACHE)
-        art = bundle.add_file(
+        art = tx.add_file(
             work / INT8_PATH, INT8_PATH, name=INT8_NAME, format="onnx", precision="int8", backend="onnxruntime",
             tools={"onnxruntime": ort.__version__}, calibration=report.to_manifest(),
             extra={CALIBRATION_JSON: work / CALIBRATION_JSON, TRT_CACHE: work / TRT_CACHE},
             notes={"source_artifact": fp32.name, "summary": report.summary()},
         )
-    bundle.save()
     return art, report

@@ -6,7 +6,6 @@ inputs, calibration images and FP32 reference; only the quantization recipe diff
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,8 @@ def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
             x = next(self.it, None)
             return None if x is None else {name: x}
 
-    with tempfile.TemporaryDirectory(prefix="heatdeploy-stock-", dir=bundle.root.parent) as tmp:
+    with bundle.change() as tx:  # staged inside the bundle, one manifest swap
+        tmp = tx.workdir
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / STOCK_PATH
         src = bundle.path_of(fp32).resolve()
         try:
@@ -55,11 +55,10 @@ def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
         except Exception:  # ORT's symbolic shape inference gives up on some converted graphs (TFLite)
             quant_pre_process(str(src), str(pre.resolve()), skip_symbolic_shape=True)
         quantize_static(str(pre), str(out), _Reader())
-        art = bundle.add_file(out, STOCK_PATH, name=STOCK_NAME, format="onnx", precision="int8",
+        art = tx.add_file(out, STOCK_PATH, name=STOCK_NAME, format="onnx", precision="int8",
                               backend="onnxruntime", tools={"onnxruntime": ort.__version__},
                               notes={"source_artifact": fp32.name, "recipe": "onnxruntime quantize_static defaults "
                                      "after quant_pre_process", "calibration": source.record()})
-    bundle.save()
     return art
 
 

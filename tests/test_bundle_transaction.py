@@ -1,0 +1,330 @@
+"""The bundle as a transaction: an interrupt at every step of every change leaves the old or the new bundle.
+
+Each change runs once cleanly to learn its steps (calls of the fs helpers the commit goes through) and the
+state it ends in; then, for every step i, on a fresh copy of the old bundle, the i-th call raises
+KeyboardInterrupt (in-process: ``finally`` blocks run) or kills the process with SIGKILL (a forked child:
+nothing runs). After each: the bundle loads, every artifact matches its hashes, and it holds exactly the old
+or the new artifacts; the next change leaves no file the manifest does not name (and none of the user's
+files is touched).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from heatdeploy import fsutil
+from heatdeploy.bundle import MANIFEST, Bundle, BundleError, iter_files, staged_dir
+from heatdeploy.spec import ModelSpec
+
+HELPERS = ("atomic_write_text", "atomic_copy", "move", "fsync_file", "fsync_dir", "remove_path", "unlink",
+           "sha256_file", "temp_dir")
+USER_FILES = {"notes.txt": b"mine", ".cache.part": b"mine too", "model.int8.g7.onnx": b"looks like ours"}
+
+
+def _spec() -> ModelSpec:
+    return ModelSpec(keypoints=("a", "b", "c")).validate()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _old_bundle(root: Path) -> None:
+    """FP32 + INT8 (with calibration.json / .cache) + an OpenVINO IR (.xml + .bin), and some user files."""
+    b = Bundle.create(root, _spec())
+    with b.change() as tx:
+        w = tx.workdir
+        tx.add_file(_write(w / "model.onnx", b"fp32-v1"), "model.onnx", name="onnx-fp32", format="onnx",
+                    precision="fp32", backend="onnxruntime")
+        tx.add_file(_write(w / "i8.onnx", b"int8-v1"), "model.int8.onnx", name="onnx-int8", format="onnx",
+                    precision="int8", backend="onnxruntime",
+                    extra={"calibration.json": _write(w / "c.json", b"{}v1"),
+                           "calibration.cache": _write(w / "c.cache", b"cache-v1")})
+        tx.add_file(_write(w / "m.xml", b"<xml v1>"), "openvino/model.fp32.xml", name="openvino-fp32",
+                    format="openvino", precision="fp32", backend="openvino",
+                    extra={"openvino/model.fp32.bin": _write(w / "m.bin", b"bin-v1")})
+    for rel, data in USER_FILES.items():
+        _write(root / rel, data)
+
+
+def _recalibrate(b: Bundle, outside: Path) -> None:
+    with b.change() as tx:
+        w = tx.workdir
+        tx.add_file(_write(w / "i8.onnx", b"int8-v2"), "model.int8.onnx", name="onnx-int8", format="onnx",
+                    precision="int8", backend="onnxruntime",
+                    extra={"calibration.json": _write(w / "c.json", b"{}v2"),
+                           "calibration.cache": _write(w / "c.cache", b"cache-v2")})
+
+
+def _add_file_repro(b: Bundle, outside: Path) -> None:
+    """The issue's case: Bundle.add_file over an existing INT8, sources outside the bundle (copied)."""
+    b.add_file(_write(outside / "new.int8.onnx", b"int8-v3"), "model.int8.onnx", name="onnx-int8",
+               format="onnx", precision="int8", backend="onnxruntime",
+               extra={"calibration.json": _write(outside / "c.json", b"{}v3"),
+                      "calibration.cache": _write(outside / "c.cache", b"cache-v3")})
+
+
+def _replace_ir_and_drop_int8(b: Bundle, outside: Path) -> None:
+    with b.change() as tx:
+        w = tx.workdir
+        tx.add_file(_write(w / "m.xml", b"<xml v2>"), "openvino/model.fp32.xml", name="openvino-fp32",
+                    format="openvino", precision="fp32", backend="openvino",
+                    extra={"openvino/model.fp32.bin": _write(w / "m.bin", b"bin-v2")})
+        tx.remove("onnx-int8")
+
+
+def _new_fp32_drop_derived(b: Bundle, outside: Path) -> None:
+    """Export over a bundle with a changed model: new FP32, every artifact made from the old one dropped."""
+    with b.change() as tx:
+        tx.add_file(_write(tx.workdir / "model.onnx", b"fp32-v2"), "model.onnx", name="onnx-fp32",
+                    format="onnx", precision="fp32", backend="onnxruntime")
+        tx.remove("onnx-int8")
+        tx.remove("openvino-fp32")
+        b.info["source"] = "new.pt2"
+
+
+def _record_parity(b: Bundle, outside: Path) -> None:
+    b.artifact("onnx-int8").parity = {"passed": True}
+    b.save()
+
+
+CHANGES: dict[str, Callable[[Bundle, Path], None]] = {
+    "recalibrate": _recalibrate, "add_file_repro": _add_file_repro, "replace_ir_drop_int8": _replace_ir_and_drop_int8,
+    "new_fp32": _new_fp32_drop_derived, "record_parity": _record_parity,
+}
+
+
+def _state(root: Path) -> dict[str, tuple]:
+    """What the bundle holds: artifact name -> (content digest of each file, parity); checks every hash."""
+    b = Bundle.load(root)
+    b.verify()
+    out = {}
+    for a in b.artifacts:
+        digests = tuple(sorted(hashlib.sha256(b.path_of(r).read_bytes()).hexdigest() for r in a.files))
+        out[a.name] = (digests, json.dumps(a.parity))
+    return out
+
+
+def _leftovers(root: Path) -> set[str]:
+    """Files in the bundle that neither the manifest nor the user put there."""
+    b = Bundle.load(root, verify=False)
+    named = b.referenced() | {MANIFEST} | set(USER_FILES)
+    return {p.relative_to(root).as_posix() for p in iter_files(root)} - named
+
+
+class _Steps:
+    """Counts calls of the fs helpers; at call ``fail_at`` runs ``action`` (raise, or kill the process)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_at: int = -1,
+                 action: Callable[[], None] | None = None) -> None:
+        self.n, self.fail_at, self.action = 0, fail_at, action
+        for name in HELPERS:
+            monkeypatch.setattr(fsutil, name, self._wrap(getattr(fsutil, name)))
+
+    def _wrap(self, fn: Callable) -> Callable:
+        def wrapped(*args, **kwargs):
+            i, self.n = self.n, self.n + 1
+            if i == self.fail_at and self.action is not None:
+                self.action()
+            return fn(*args, **kwargs)
+        return wrapped
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tpl") / "bundle"
+    _old_bundle(root)
+    return root
+
+
+def _fresh(template: Path, tmp_path: Path, i: int) -> tuple[Path, Path]:
+    root = tmp_path / f"b{i}" / "bundle"
+    shutil.copytree(template, root, symlinks=True)
+    outside = tmp_path / f"b{i}" / "outside"
+    outside.mkdir()
+    return root, outside
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_interrupt_at_every_step(change, template, tmp_path):
+    fn = CHANGES[change]
+    old = _state(template)
+    root, outside = _fresh(template, tmp_path, -1)
+    with pytest.MonkeyPatch.context() as mp:
+        steps = _Steps(mp)
+        fn(Bundle.load(root), outside)
+    new = _state(root)
+    assert new != old and _leftovers(root) == set()
+    assert steps.n >= 4
+    seen = set()
+    for i in range(steps.n):
+        root, outside = _fresh(template, tmp_path, i)
+        with pytest.MonkeyPatch.context() as mp:
+            _Steps(mp, i, _interrupt)
+            try:
+                fn(Bundle.load(root), outside)
+            except KeyboardInterrupt:
+                pass
+        got = _state(root)
+        assert got in (old, new), f"step {i}: neither the old nor the new bundle"
+        seen.add("new" if got == new else "old")
+        with Bundle.load(root).change():  # the next change cleans what the interrupted one left
+            pass
+        assert _leftovers(root) == set(), f"step {i}"
+        assert _state(root) == got
+        assert all((root / r).read_bytes() == d for r, d in USER_FILES.items())
+    assert seen == {"old", "new"}
+
+
+@pytest.mark.parametrize("change", ["recalibrate", "add_file_repro", "new_fp32"])
+def test_sigkill_at_every_step(change, template, tmp_path):
+    """Like above, but the process dies on the spot: no finally, no cleanup; the next change cleans."""
+    fn = CHANGES[change]
+    old = _state(template)
+    root, outside = _fresh(template, tmp_path, -1)
+    with pytest.MonkeyPatch.context() as mp:
+        steps = _Steps(mp)
+        fn(Bundle.load(root), outside)
+    new = _state(root)
+    dirty = 0
+    for i in range(steps.n):
+        root, outside = _fresh(template, tmp_path, i)
+        pid = os.fork()
+        if pid == 0:  # the child: run the change and die at step i
+            try:
+                with pytest.MonkeyPatch.context() as mp:
+                    _Steps(mp, i, _kill)
+                    fn(Bundle.load(root), outside)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"step {i}: not killed"
+        got = _state(root)
+        assert got in (old, new), f"step {i}: neither the old nor the new bundle"
+        dirty += bool(_leftovers(root))
+        with Bundle.load(root).change():
+            pass
+        assert _leftovers(root) == set(), f"step {i}: leftovers after the next change"
+        assert _state(root) == got
+        assert all((root / r).read_bytes() == d for r, d in USER_FILES.items())
+    assert dirty > 0  # the kills did leave something to clean
+
+
+def test_replaced_files_get_new_names_and_old_ones_go(template, tmp_path):
+    root, outside = _fresh(template, tmp_path, 0)
+    _recalibrate(Bundle.load(root), outside)
+    b = Bundle.load(root)
+    int8 = b.artifact("onnx-int8")
+    assert int8.path == "model.int8.g2.onnx"  # the plain name was in use, and a user's .g7 file is left alone
+    assert sorted(int8.extra_files) == ["calibration.g2.cache", "calibration.g2.json"]
+    assert not (root / "model.int8.onnx").exists() and not (root / "calibration.json").exists()
+    _recalibrate(Bundle.load(root), outside)
+    assert Bundle.load(root).artifact("onnx-int8").path == "model.int8.onnx"  # free again
+    assert (root / "model.int8.g7.onnx").read_bytes() == b"looks like ours"
+
+
+def test_broken_int8_does_not_stop_fp32(template, tmp_path):
+    root, _ = _fresh(template, tmp_path, 0)
+    (root / "model.int8.onnx").write_bytes(b"corrupted")
+    b = Bundle.load(root)  # loads: only what is used is hashed
+    assert b.path_of(b.artifact("onnx-fp32")).read_bytes() == b"fp32-v1"
+    with pytest.raises(BundleError, match="does not match the manifest"):
+        b.path_of(b.artifact("onnx-int8"))
+    _recalibrate(Bundle.load(root), tmp_path)  # and calibrate replaces the broken one
+    assert _state(root)["onnx-int8"]
+
+
+def test_a_fifo_artifact_is_refused_not_read(template, tmp_path):
+    root, _ = _fresh(template, tmp_path, 0)
+    (root / "model.int8.onnx").unlink()
+    os.mkfifo(root / "model.int8.onnx")
+    b = Bundle.load(root)
+    with pytest.raises(BundleError, match="not a regular file"):
+        b.path_of(b.artifact("onnx-int8"))
+
+
+def test_concurrent_edit_is_kept(template, tmp_path):
+    """Two holders of the same bundle: each change applies to the manifest as it is on disk at commit."""
+    root, outside = _fresh(template, tmp_path, 0)
+    first, second = Bundle.load(root), Bundle.load(root)
+    _recalibrate(first, outside)
+    second.artifact("onnx-fp32").notes["checked"] = True
+    second.save()
+    b = Bundle.load(root)
+    assert b.artifact("onnx-fp32").notes["checked"] is True
+    assert b.artifact("onnx-int8").path == "model.int8.g2.onnx"
+
+
+def test_live_processes_temporaries_are_kept(template, tmp_path):
+    root, _ = _fresh(template, tmp_path, 0)
+    live = _write(root / f".model.onnx.{os.getppid()}.abcdefgh.part", b"someone else's write")
+    dead_pid = 2 ** 22 + 12345
+    dead = _write(root / f".model.onnx.{dead_pid}.abcdefgh.part", b"killed")
+    with Bundle.load(root).change():
+        pass
+    assert live.exists() and not dead.exists()
+
+
+# --- new bundle folders (export) ------------------------------------------------------------------------
+def test_staged_dir_refuses_a_file_and_a_foreign_folder(tmp_path):
+    f = _write(tmp_path / "out", b"user data")
+    with pytest.raises(BundleError, match="not a folder"):
+        with staged_dir(f):
+            pass
+    assert f.read_bytes() == b"user data"
+    d = tmp_path / "project"
+    _write(d / "notes.txt", b"mine")
+    with pytest.raises(BundleError, match="not a heatdeploy bundle"):
+        with staged_dir(d):
+            pass
+    assert (d / "notes.txt").read_bytes() == b"mine"
+    with staged_dir(d, force=True) as tmp:
+        Bundle.create(tmp, _spec()).save()
+    assert (d / MANIFEST).is_file() and not (d / "notes.txt").exists()
+
+
+def test_staged_dir_swaps_a_bundle_and_leaves_nothing(template, tmp_path):
+    root, _ = _fresh(template, tmp_path, 0)
+    with staged_dir(root) as tmp:
+        b = Bundle.create(tmp, _spec())
+        b.add_file(_write(tmp_path / "m.onnx", b"fresh"), "model.onnx", name="onnx-fp32", format="onnx",
+                   precision="fp32", backend="onnxruntime")
+    assert [a.name for a in Bundle.load(root).artifacts] == ["onnx-fp32"]
+    assert sorted(p.name for p in root.parent.iterdir()) == ["bundle", "outside"]
+
+
+def test_killed_export_leftovers_are_cleaned_by_the_next(tmp_path):
+    final = tmp_path / "bundle"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with staged_dir(final) as tmp:
+                _write(tmp / "half.onnx", b"x")
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+    user = _write(tmp_path / ".bundle.notes.partial", b"a user's file, not ours")
+    with staged_dir(final) as tmp:
+        Bundle.create(tmp, _spec()).save()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bundle.notes.partial", "bundle"]
+    assert user.read_bytes() == b"a user's file, not ours"
