@@ -23,6 +23,7 @@ from heatdeploy.spec import InputSpec
 # Person boxes are enlarged by this factor before cropping, as MMPose's top-down pipeline does,
 # so limbs that stick out of a tight detector box stay in view.
 BOX_PADDING = 1.25
+_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 _GREY_WEIGHTS_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # ITU-R BT.601, as cv2
 _FIX = "pass a JPEG, PNG, BMP or WebP file"
 
@@ -216,6 +217,9 @@ class Preprocessor:
         out = np.empty((len(images), h, w, 3), dtype=np.uint8)
         border = (float(self.spec.pad_value),) * 3
         for i, (img, m) in enumerate(zip(images, forward, strict=True)):
+            if img.shape[:2] == (h, w) and np.array_equal(m, _IDENTITY):
+                out[i] = img  # already the input size: the warp would copy each pixel unchanged
+                continue
             cv2.warpAffine(
                 img,
                 m,

@@ -352,3 +352,19 @@ def test_prediction_plot_and_save(tiny_bundle, tmp_path):
     assert cv2.imread(str(tmp_path / "o.png")).shape == img.shape
     pred.save(tmp_path / "p.json")
     assert len(json.loads((tmp_path / "p.json").read_text())) == 2
+
+
+def test_frames_at_the_input_size_skip_the_warp_with_identical_pixels():
+    from heatdeploy.runtime.preprocess import Preprocessor, input_affines
+    from heatdeploy.spec import InputSpec
+
+    spec = InputSpec(name="image", height=64, width=48)
+    img = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    m = input_affines(spec, np.array([[64, 48]]))
+    warped = cv2.warpAffine(img, m[0], (48, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    np.testing.assert_array_equal(Preprocessor(spec)._warp([img], m)[0], warped)
+    odd = np.random.default_rng(1).integers(0, 256, (65, 48, 3), dtype=np.uint8)  # not the input size: warped
+    m = input_affines(spec, np.array([[65, 48]]))
+    want = cv2.warpAffine(odd, m[0], (48, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(float(spec.pad_value),) * 3)
+    np.testing.assert_array_equal(Preprocessor(spec)._warp([odd], m)[0], want)

@@ -1,0 +1,112 @@
+"""Streaming throughput of ``heatdeploy run VIDEO`` against the bare engine on the same frames, in one run.
+
+A video is written from the shipped evaluation images (resized to the frame size asked for, MJPG). Each
+round runs, back to back and alternating which goes first:
+
+- **bare**: ``backend.infer`` at batch 1 on every frame, already preprocessed (the engine's own throughput);
+- **stream**: the streaming pipeline (runtime/stream.py) from the video file: decode, preprocess, engine,
+  keypoint decoding, JSON Lines sink, with its stages in their own threads.
+
+It prints the median fps of both, their ratio (target: stream >= 0.95x bare), and the streaming pipeline's
+mean time per frame in each stage (the stages overlap, so they can add up to more than the frame time).
+Without ``--bundle`` the reference model is exported to a temporary folder first (needs torch).
+
+    nice -n 10 python benchmarks/stream.py [--bundle DIR] [--frames 200] [--size 640x480] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TARGET = 0.95  # streaming fps / bare engine fps
+
+
+def write_clip(path: Path, frames: int, size: tuple[int, int]) -> Path:
+    from heatdeploy.models.evalset import EVAL_DIR
+    from heatdeploy.runtime.sources import find_images, load_image
+
+    files = find_images(Path(EVAL_DIR))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, size)
+    for i in range(frames):
+        writer.write(cv2.resize(load_image(files[i % len(files)]), size))
+    writer.release()
+    return path
+
+
+def bare_fps(pipe, tensors: list[np.ndarray]) -> float:
+    t0 = time.perf_counter()
+    for x in tensors:
+        pipe.infer(x)
+    return len(tensors) / (time.perf_counter() - t0)
+
+
+def stream_once(pipe, clip: Path, out: Path):
+    from heatdeploy.runtime.sinks import JsonlSink
+    from heatdeploy.runtime.sources import open_source
+    from heatdeploy.runtime.stream import StreamConfig, run_stream
+
+    stats = run_stream(pipe, open_source([str(clip)]), [JsonlSink(out)], StreamConfig(batch_size=1))
+    return stats.frames / stats.elapsed, stats.per_frame_ms()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, help="bundle or .onnx (default: export the reference model)")
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--size", default="640x480", help="frame size WxH of the generated video")
+    ap.add_argument("--threads", type=int, default=1, help="engine threads (0: engine default)")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+
+    from heatdeploy.bench import backend_options
+    from heatdeploy.runtime import Pipeline
+    from heatdeploy.runtime.sources import open_source
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        bundle = args.bundle
+        if bundle is None:
+            from heatdeploy.cli import export_bundle
+
+            bundle = export_bundle("reference", tmp / "bundle")
+        probe = Pipeline.load(bundle)
+        pipe = Pipeline.load(bundle, options=backend_options(probe.backend_name, args.threads))
+        clip = write_clip(tmp / "clip.avi", args.frames, size)
+        tensors = [pipe.preprocess([f.image]).tensor for f in open_source([str(clip)])]
+        bare_fps(pipe, tensors[:5])  # warm-up
+        bare, streamed, stages = [], [], []
+        for r in range(args.rounds):
+            order = ("bare", "stream") if r % 2 == 0 else ("stream", "bare")
+            for what in order:
+                if what == "bare":
+                    bare.append(bare_fps(pipe, tensors))
+                else:
+                    fps, ms = stream_once(pipe, clip, tmp / "p.jsonl")
+                    streamed.append(fps)
+                    stages.append(ms)
+        b, s = statistics.median(bare), statistics.median(streamed)
+        print(f"{pipe.backend_name} {pipe.artifact.name if pipe.artifact else bundle}, {args.frames} frames "
+              f"{size[0]}x{size[1]}, {args.threads or 'default'} engine thread(s), {args.rounds} interleaved rounds")
+        print(f"bare engine (batch 1, preprocessed tensors): {b:7.1f} fps   rounds: "
+              + ", ".join(f"{v:.1f}" for v in bare))
+        print(f"streaming (video -> JSON Lines):            {s:7.1f} fps   rounds: "
+              + ", ".join(f"{v:.1f}" for v in streamed))
+        ratio = s / b
+        print(f"stream / bare: {ratio:.3f} (target >= {TARGET}) {'met' if ratio >= TARGET else 'NOT met'}")
+        per_stage = {k: statistics.median(m[k] for m in stages) for k in stages[0]}
+        print("streaming ms/frame per stage (overlapping threads): "
+              + "  ".join(f"{k} {v:.2f}" for k, v in per_stage.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
