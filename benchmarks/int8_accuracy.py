@@ -71,7 +71,7 @@ def measure(model: str, root: Path, weights: str | None = None) -> None:
     from heatdeploy.calibration.artifact import add_onnx_int8
     from heatdeploy.calibration.stock import NNCF_STOCK_NAME, STOCK_NAME, add_stock_int8, add_stock_nncf
     from heatdeploy.exporters.openvino import add_openvino_artifact
-    from heatdeploy.runtime.parity import run_parity
+    from heatdeploy.parity import run_parity
 
     t0 = time.perf_counter()
     bundle, data, calib = _mobilenet(root, weights) if model == "mobilenet" else _blazepose(root)

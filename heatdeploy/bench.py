@@ -107,7 +107,7 @@ def bench_plot(rows: Sequence[BenchRow], path: Path) -> Path:
     import cv2
 
     from heatdeploy.fsutil import atomic_write_bytes
-    from heatdeploy.runtime.parity_report import BAR_COLOUR, hbar_chart
+    from heatdeploy.parity.report import BAR_COLOUR, hbar_chart
 
     labels = [f"{r.artifact} b{r.batch} t{r.threads or 'all'}" for r in rows]
     img = hbar_chart(labels, [(np.array([r.p50_ms for r in rows]), BAR_COLOUR, "p50 ms")],

@@ -35,7 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from heatdeploy.devices.profiles import DeviceProfileError
     from heatdeploy.errors import HeatdeployError
     from heatdeploy.runtime.backends.base import BackendError
-    from heatdeploy.runtime.parity import ParityError, ToleranceError
+    from heatdeploy.parity import ParityError, ToleranceError
     from heatdeploy.runtime.preprocess import ImageError
     from heatdeploy.spec import SpecError
 
@@ -497,7 +497,7 @@ def eval_cmd(
 def parity_bundle(bundle: Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
                   tolerance: str = "default", out: Path | None = None, limit: int | None = None,
                   backend: str | None = None, floor: bool = True) -> tuple[Any, int]:
-    from heatdeploy.runtime.parity import parity_command, print_result
+    from heatdeploy.parity import parity_command, print_result
 
     with _progress() as prog:
         task = prog.add_task(f"parity {candidate} vs {reference}", total=None)

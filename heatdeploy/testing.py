@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from heatdeploy.runtime.parity import ParityResult, Tolerance, run_parity, write_outputs
+from heatdeploy.parity import ParityResult, Tolerance, run_parity, write_outputs
 
 
 def assert_parity(bundle: str | Path, candidate: str, data: str | Path | None = None,

@@ -25,7 +25,7 @@ Outputs = list[dict[str, np.ndarray]]
 
 @dataclass
 class Agreement:
-    """How far candidate keypoints are from the FP32 ones, over keypoints FP32 reports (present + peak)."""
+    """How far candidate keypoints are from the FP32 ones, over the keypoints the parity gate compares."""
 
     mean_px: float
     max_px: float
@@ -46,8 +46,9 @@ def run_model(path: Path, input_name: str, batches: Sequence[np.ndarray],
 
 
 def keypoint_agreement(spec: ModelSpec, reference: Outputs, candidate: Outputs) -> Agreement:
-    """Decode both with the runtime's decoder and compare coordinates (grid px) and presence."""
-    from heatdeploy.runtime.parity import decode_keypoints, pair_instances
+    """Decode both with the runtime's codec and judge them with the parity gate's own keypoint agreement."""
+    from heatdeploy.parity import decode_keypoints
+    from heatdeploy.parity import keypoint_agreement as gate_agreement
 
     dists: list[np.ndarray] = []
     flips = total = 0
@@ -55,22 +56,12 @@ def keypoint_agreement(spec: ModelSpec, reference: Outputs, candidate: Outputs) 
     for ref, cand in zip(reference, candidate, strict=True):
         n = len(next(iter(ref.values())))
         eye = np.broadcast_to(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (n, 2, 3))
-        a, b = decode_keypoints(spec, ref, eye), decode_keypoints(spec, cand, eye)
-        paired = np.ones(len(a.present), bool)
-        if spec.multi_instance:
-            a, b, _ = pair_instances(a, b)
-            paired = a.present.any(axis=1) & b.present.any(axis=1)
-        # Keypoints FP32 reports (present, with a real peak): elsewhere the argmax of a flat map is noise.
-        mask = a.present & (a.scores >= spec.decoder.score_threshold) & paired[:, None]
-        if not mask.any():
-            mask = np.ones_like(a.present)
-        d = np.linalg.norm(b.coords_hm.astype(np.float64) - a.coords_hm, axis=-1)
-        dists.append(d[mask])
-        flips += int((a.present != b.present).sum())
-        total += a.present.size
-        drift += float(np.nansum(np.abs(b.presence.astype(np.float64) - a.presence)))
+        agree = gate_agreement(spec, decode_keypoints(spec, ref, eye), decode_keypoints(spec, cand, eye))
+        dists.append(agree.displacement_hm)
+        flips += int(agree.flips.sum())
+        total += agree.flips.size
+        drift += float(agree.presence_error.sum())
     d_all = np.concatenate(dists) if dists else np.zeros(0)
-    d_all = d_all[np.isfinite(d_all)]
     return Agreement(mean_px=float(d_all.mean()) if d_all.size else 0.0,
                      max_px=float(d_all.max()) if d_all.size else 0.0,
                      flip_rate=flips / max(total, 1), keypoints=int(d_all.size),

@@ -344,7 +344,7 @@ def tflite_int8_source(tflite: Path, spec: ModelSpec, workdir: Path) -> tuple[ov
 def _validation_data(spec: ModelSpec, calib: str, accuracy_data: str | None, size: int, seed: int) -> Any:
     """The split accuracy control measures PCK on (never the shipped eval split by default: that is for parity)."""
     from heatdeploy.calibration.sources import CalibrationError
-    from heatdeploy.runtime.parity import ParityError, load_parity_data
+    from heatdeploy.datasets import DataError, load_dataset
 
     text = accuracy_data
     data_seed = seed + 1  # synthetic validation: other figures than the calibration ones
@@ -357,8 +357,8 @@ def _validation_data(spec: ModelSpec, calib: str, accuracy_data: str | None, siz
             raise CalibrationError(f"{calib}: accuracy control needs images to measure PCK on; pass accuracy_data "
                                    "(a labelled split with labels.json, a folder of images, or synthetic:N)")
     try:
-        return load_parity_data(spec, text, limit=size, seed=data_seed)
-    except ParityError as exc:
+        return load_dataset(spec, text, limit=size, seed=data_seed)
+    except DataError as exc:
         raise CalibrationError(f"accuracy control: {exc}") from None
 
 

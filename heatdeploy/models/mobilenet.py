@@ -277,7 +277,7 @@ def export_mobilenet_onnx(out: str | Path, weights: str | Path | None = None, op
 
 def export_mobilenet_bundle(out: str | Path, weights: str | Path | None = None) -> Path:
     """A bundle (onnx-fp32 with all three outputs) via ``export_bundle`` on the exported ``.onnx``."""
-    from heatdeploy.cli import export_bundle
+    from heatdeploy.api import export_bundle
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -332,11 +332,11 @@ def render_mixed(rng: np.random.Generator, n: int, empty: float = 0.15, height: 
 
 
 def eval_images(n: int = 64, seed: int = 20261124) -> Any:
-    """A parity data set (``ParityData``) of ``n`` mixed frames with ground truth, for INT8 comparisons."""
-    from heatdeploy.runtime.parity import ParityData, Truth
+    """A parity data set (a ``heatdeploy.datasets.Dataset``) of ``n`` mixed frames with ground truth."""
+    from heatdeploy.datasets import Dataset, Truth
 
     images, kp, present, visible = render_mixed(np.random.default_rng(seed), n)
-    return ParityData(kind="synthetic", source=f"mobilenet eval: {n} mixed frames (seed {seed})",
+    return Dataset(kind="synthetic", source=f"mobilenet eval: {n} mixed frames (seed {seed})",
                       names=[f"mixed-{i:04d}" for i in range(n)], arrays=list(images),
                       truth=Truth(np.nan_to_num(kp, nan=-1e4), present, visible),
                       truth_sizes=np.tile(np.array([[HEIGHT, WIDTH]], np.int64), (n, 1)),

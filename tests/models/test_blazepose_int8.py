@@ -28,7 +28,7 @@ def compared(blazepose_tflite: Path, tmp_path_factory: pytest.TempPathFactory) -
     from heatdeploy.calibration.stock import STOCK_NAME, add_stock_int8
     from heatdeploy.cli import export_bundle
     from heatdeploy.models.blazepose import blazepose_spec, write_blazepose_images
-    from heatdeploy.runtime.parity import run_parity
+    from heatdeploy.parity import run_parity
 
     root = tmp_path_factory.mktemp("blazepose-int8")
     blazepose_spec().save(root / "spec.json")

@@ -38,7 +38,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One FP32 export, both INT8 artifacts, parity of each on the same evaluation frames."""
     from heatdeploy.calibration.artifact import add_onnx_int8
     from heatdeploy.models.mobilenet import add_stock_int8
-    from heatdeploy.runtime.parity import run_parity
+    from heatdeploy.parity import run_parity
 
     if not WEIGHTS.is_file():
         pytest.fail(f"{WEIGHTS} missing: the MobileNet weights must ship with the package")
@@ -152,7 +152,7 @@ def compared_ov(compared: dict[str, Any]) -> dict[str, Any]:
     pytest.importorskip("openvino", reason="openvino is not installed")
     from heatdeploy.calibration.stock import NNCF_STOCK_NAME, add_stock_nncf
     from heatdeploy.exporters.openvino import add_openvino_artifact
-    from heatdeploy.runtime.parity import run_parity
+    from heatdeploy.parity import run_parity
 
     bundle = compared["bundle"]
     with pytest.MonkeyPatch.context() as mp:

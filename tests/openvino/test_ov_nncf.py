@@ -136,20 +136,20 @@ def test_accuracy_control_reverts_layers_and_names_them(tiny_bundle: Path) -> No
 
 def test_validator_scores_against_ground_truth_when_labelled(tiny_bundle: Path) -> None:
     from heatdeploy.calibration.nncf_quantize import KeypointValidator, compile_f32
-    from heatdeploy.runtime.parity import ParityData, Truth
+    from heatdeploy.datasets import Dataset, Truth
 
     model = ov.convert_model(str(tiny_bundle / "model.onnx"))
     spec = Bundle.load(tiny_bundle).spec
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (64, 48, 3), dtype=np.uint8) for _ in range(6)]
-    data = ParityData(kind="synthetic", source="test", names=[str(i) for i in range(6)], arrays=images)
+    data = Dataset(kind="synthetic", source="test", names=[str(i) for i in range(6)], arrays=images)
     by_fp32 = KeypointValidator(spec, data, model)
     assert by_fp32.mode == "fp32" and by_fp32.evaluate(compile_f32(model)) == 100.0
     # Truth = the FP32 model's own keypoints, with one keypoint moved far away: FP32 scores 17/18 visible.
     kps = by_fp32.keypoints(compile_f32(model)).coords_img.astype(np.float32)
     kps[0, 0] += 40.0
     visible = np.ones((6, 3), bool)
-    labelled = ParityData(kind="labelled", source="test", names=data.names, arrays=images,
+    labelled = Dataset(kind="labelled", source="test", names=data.names, arrays=images,
                           truth=Truth(kps, visible, visible), truth_sizes=np.tile([[64, 48]], (6, 1)))
     by_truth = KeypointValidator(spec, labelled, model)
     assert by_truth.mode == "truth" and "ground truth" in by_truth.name
@@ -162,7 +162,7 @@ def test_stock_nncf_baseline_quantizes_the_output_producers(int8_bundle: Path) -
     """The baseline is what a user gets from ``nncf.quantize(model, dataset)``: its head conv is INT8 (ours keeps
     it float), it is recorded beside ours, and parity can compare both on the same inputs."""
     from heatdeploy.calibration.stock import NNCF_STOCK_NAME, add_stock_nncf
-    from heatdeploy.runtime.parity import run_parity
+    from heatdeploy.parity import run_parity
 
     art = add_stock_nncf(int8_bundle, "synthetic:32")
     b = Bundle.load(int8_bundle)

@@ -13,7 +13,7 @@ ov = pytest.importorskip("openvino", reason="openvino is not installed: pip inst
 
 from heatdeploy.bundle import Bundle  # noqa: E402
 from heatdeploy.exporters.openvino import add_openvino_artifact  # noqa: E402
-from heatdeploy.runtime.parity import parity_command, run_parity  # noqa: E402
+from heatdeploy.parity import parity_command, run_parity  # noqa: E402
 
 
 def test_openvino_f32_matches_ort_fp32_on_the_reference_net(random_reference_bundle: Path, tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def parity_bundle(random_reference_bundle: Path, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def same_result(parity_bundle: Path):
     """FP32 against a byte-identical FP32 copy on 16 labelled images."""
-    from heatdeploy.runtime.parity import run_parity
+    from heatdeploy.parity import run_parity
 
     return run_parity(parity_bundle, "onnx-fp32-copy", limit=N_IMAGES)
 
@@ -94,7 +94,7 @@ def same_result(parity_bundle: Path):
 @pytest.fixture(scope="session")
 def broken_run(parity_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
     """The CLI path on the broken candidate: JSON + HTML written, manifest updated. (result, code, out)."""
-    from heatdeploy.runtime.parity import parity_command
+    from heatdeploy.parity import parity_command
 
     out = tmp_path_factory.mktemp("parityreport")
     result, code = parity_command(parity_bundle, "onnx-int8-broken", out=out, limit=N_IMAGES)

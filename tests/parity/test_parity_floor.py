@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from heatdeploy.runtime.parity import KeypointSet, compare_keypoints, run_parity
-from heatdeploy.runtime.parity_floor import DITHER_LEVELS, dither, floor_metrics
+from heatdeploy.parity import KeypointSet, compare_keypoints, run_parity
+from heatdeploy.parity.floor import DITHER_LEVELS, dither, floor_metrics
 
 NAMES = ("a", "b", "c")
 SIZES = np.array([[64, 48], [64, 48]])

@@ -8,16 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from heatdeploy.runtime.parity import (
-    KeypointSet,
-    Truth,
-    _TensorAccumulator,
-    compare_keypoints,
-    cosine_similarity,
-    existence_flips,
-    jsonable,
-    snr_db,
-)
+from heatdeploy.datasets import Truth
+from heatdeploy.parity import KeypointSet, compare_keypoints, cosine_similarity, existence_flips, snr_db
+from heatdeploy.parity.result import jsonable
+from heatdeploy.parity.tensors import TensorAccumulator
 
 NAMES = ("a", "b", "c")
 
@@ -135,7 +129,7 @@ def test_streaming_tensor_metrics_match_whole_array_formulas():
     rng = np.random.default_rng(1)
     ref = rng.standard_normal((10, 2, 4, 4)).astype(np.float32)
     cand = (ref + 0.01 * rng.standard_normal(ref.shape)).astype(np.float16)
-    acc = _TensorAccumulator("heatmaps")
+    acc = TensorAccumulator("heatmaps")
     for i in range(0, 10, 3):  # uneven batches
         acc.update(ref[i:i + 3], cand[i:i + 3], histogram=True)
     t = acc.result()

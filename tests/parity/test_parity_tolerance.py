@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from heatdeploy.runtime.parity import (
+from heatdeploy.parity import (
     PROFILES,
+    FloorMetrics,
     KeypointMetrics,
     TensorMetrics,
     ToleranceError,
@@ -125,3 +126,67 @@ def test_undefined_displacement_fails_and_tensor_limits_apply_per_output():
     assert any(r.startswith("mean displacement: undefined — FP32 calls no keypoint present") for r in reasons)
     assert "SNR of existence 12 dB < 40 (strict)" in reasons
     assert not any("SNR of heatmaps" in r for r in reasons)
+
+
+# --- the floor rule (issue 15): absolute limits, and also k x FP32's own dither floor ---------------------
+
+
+def _floor(flips: int, candidate_flips_stable: int | None, mean: float = 0.01, p95: float = 0.05) -> FloorMetrics:
+    return FloorMetrics(dither="test", mean_displacement_hm=mean, p95_displacement_hm=p95, max_displacement_hm=1.0,
+                        jumps=0, flips=flips, decisions=1248, stable_keypoints=1000, candidate_mean_stable_hm=0.1,
+                        candidate_p95_stable_hm=0.2, candidate_jumps_stable=0,
+                        candidate_flips_stable=candidate_flips_stable)
+
+
+def test_default_profile_states_its_floor_rule_and_strict_has_none():
+    assert load_tolerance("default").floor == {"flip_factor": 2.0, "displacement_factor": 2.0}
+    assert load_tolerance("loose").floor == {"flip_factor": 3.0, "displacement_factor": 3.0}
+    assert load_tolerance("strict").floor == {}
+
+
+def test_existence_passes_by_the_floor_when_fp32_itself_flips_as_often():
+    """Issue 15's landmark A: 21 flips of 1,248 (agreement 0.983 < 0.99), FP32's floor 18 flips."""
+    tol = load_tolerance("default")
+    km = _metrics(keypoints_total=1248, existence_agreement=1 - 21 / 1248, flips_lost=2, flips_gained=19)
+    absolute = {c.key: c for c in evaluate_checks(tol, km, [])}["min_existence_agreement"]
+    assert not absolute.passed  # no floor measured: the absolute limit alone
+    c = {c.key: c for c in evaluate_checks(tol, km, [], _floor(18, 21))}["min_existence_agreement"]
+    assert c.passed and c.value == 21 and c.limit == 36  # max(12.48 allowed, 2 x 18)
+    assert c.reason == ("existence flips on decisions FP32 holds 21 flips <= max(12.48 allowed by agreement 0.99, "
+                        "2 x 18 floor flips) (default)")
+
+
+def test_existence_fails_when_flips_exceed_both_the_absolute_and_the_floor_allowance():
+    tol = load_tolerance("default")
+    km = _metrics(keypoints_total=1248, existence_agreement=1 - 40 / 1248)
+    c = {c.key: c for c in evaluate_checks(tol, km, [], _floor(3, 40))}["min_existence_agreement"]
+    assert not c.passed and c.limit == pytest.approx(12.48)  # 2 x 3 floor flips is below the absolute allowance
+    off = replace(tol, floor={})
+    c = {c.key: c for c in evaluate_checks(off, km, [], _floor(30, 40))}["min_existence_agreement"]
+    assert not c.passed and c.label == "existence agreement"  # rule switched off: the absolute limit only
+
+
+def test_displacement_limit_rises_to_k_times_the_floor_only_where_that_is_larger():
+    tol = load_tolerance("default")
+    km = _metrics(mean_displacement_hm=0.6, p95_displacement_hm=2.5)
+    checks = {c.key: c for c in evaluate_checks(tol, km, [], _floor(0, 0, mean=0.35, p95=1.5))}
+    assert checks["max_mean_displacement_hm"].passed and checks["max_mean_displacement_hm"].limit == 0.7
+    assert checks["max_p95_displacement_hm"].passed and checks["max_p95_displacement_hm"].limit == 3.0
+    checks = {c.key: c for c in evaluate_checks(tol, km, [], _floor(0, 0, mean=0.01, p95=0.05))}
+    assert not checks["max_mean_displacement_hm"].passed and checks["max_mean_displacement_hm"].limit == 0.5
+    assert checks["max_mean_displacement_hm"].reason == "mean displacement 0.6 heatmap px > 0.5 (default)"
+    checks = {c.key: c for c in evaluate_checks(tol, _metrics(mean_displacement_hm=0.8), [], _floor(0, 0, mean=0.35))}
+    assert checks["max_mean_displacement_hm"].reason == ("mean displacement 0.8 heatmap px > max(0.5, 2 x floor 0.35) "
+                                                         "(default)")
+
+
+def test_floor_factors_are_validated(tmp_path):
+    p = tmp_path / "f.toml"
+    p.write_text('extends = "default"\n[floor]\nflip_factor = 0.5\n')
+    with pytest.raises(ToleranceError, match=r"f.toml: floor.flip_factor: expected a factor >= 1"):
+        load_tolerance(p)
+    p.write_text('extends = "default"\n[floor]\nflips = 2\n')
+    with pytest.raises(ToleranceError, match="unknown key floor.flips"):
+        load_tolerance(p)
+    p.write_text('extends = "default"\n[floor]\nflip_factor = false\n')
+    assert load_tolerance(p).floor == {"displacement_factor": 2.0}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from heatdeploy.parity import KeypointSet, compare_keypoints, decode_keypoints, pair_instances
 from heatdeploy.runtime.heads import decode_outputs, grid_stride
-from heatdeploy.runtime.parity import KeypointSet, compare_keypoints, decode_keypoints, pair_instances
 from heatdeploy.spec import (
     CentersSpec,
     ExistenceSpec,

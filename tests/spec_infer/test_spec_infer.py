@@ -141,7 +141,7 @@ def test_proposal_exports_and_runs(models: dict[str, zoo.ZooModel], key: str, tm
 @pytest.mark.parametrize("key", ["nhwc_landmarks", "simcc", "centres"])
 def test_int8_and_parity_run_on_an_inferred_spec(models: dict[str, zoo.ZooModel], key: str, tmp_path: Path) -> None:
     from heatdeploy.cli import add_int8, export_bundle
-    from heatdeploy.runtime.parity import parity_command
+    from heatdeploy.parity import parity_command
 
     m = models[key]
     spec, _ = infer_spec(m.path)

@@ -1,4 +1,5 @@
-"""The parity report as one self-contained HTML page: tables, charts and worst-case overlays.
+"""The parity report: one self-contained HTML page (tables, charts, worst-case overlays), ``parity.json``,
+the summary recorded in the bundle's manifest, and the CLI's printed tables.
 
 Charts are drawn with OpenCV into PNGs and embedded as base64, so the page needs no plotting library,
 no network and no sibling files: it can be attached to a CI run or mailed as it is.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +18,13 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from heatdeploy.bundle import Bundle
 from heatdeploy.fsutil import atomic_write_text
+from heatdeploy.parity.result import bundle_root, fmt
+from heatdeploy.parity.tensors import HIST_EDGES
 
 if TYPE_CHECKING:
-    from heatdeploy.runtime.parity import ParityDetail, ParityResult, WorstImage
+    from heatdeploy.parity.result import ParityDetail, ParityResult, WorstImage
 
 # BGR colours. FP32 green and candidate magenta stay distinguishable for red-green colour blindness.
 REF_COLOUR = (60, 170, 40)
@@ -254,8 +259,6 @@ def _tensor_histogram(result: ParityResult) -> str | None:
     d = result.detail
     if d is None or (d.heatmap_error_hist.sum() + d.heatmap_error_zeros) == 0:
         return None
-    from heatdeploy.runtime.parity import HIST_EDGES
-
     counts = np.concatenate([[d.heatmap_error_zeros], d.heatmap_error_hist])
     labels = ["0"] + [f"1e{int(np.log10(e))}" if float(np.log10(e)).is_integer() else "" for e in HIST_EDGES[:-1]]
     img = vbar_chart(counts, labels, "|candidate - FP32| over every heatmap value",
@@ -415,3 +418,81 @@ def _image_keypoints(d: ParityDetail, index: int) -> tuple[Any, Any, Any, Any, t
     edges = instance_skeleton(d.skeleton, d.reference.present.shape[1], rows.size)
     return (d.reference.coords_img[rows].reshape(-1, 2), d.reference.present[rows].reshape(-1),
             d.candidate.coords_img[rows].reshape(-1, 2), d.candidate.present[rows].reshape(-1), edges)
+
+
+# --- writing, recording, printing ---------------------------------------------------------------
+
+
+def write_outputs(result: ParityResult, out: str | Path) -> dict[str, str]:
+    """``parity.json`` and the self-contained ``parity.html`` under ``out`` (atomic writes)."""
+    out = Path(out)
+    html_path = out / "parity.html"
+    json_path = out / "parity.json"
+    result.files = {"json": str(json_path), "html": str(html_path)}
+    write_html(result, html_path)
+    atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2))
+    return result.files
+
+
+def record_in_manifest(bundle: str | Path | Bundle, result: ParityResult) -> Path:
+    """Store the summary as ``parity`` of the candidate artifact and save the manifest.
+
+    The bundle is re-read just before writing so a concurrent edit of another artifact is not lost.
+    The sha256 in the summary ties the verdict to the exact candidate file it checked.
+    """
+    root = bundle_root(bundle)
+    b = Bundle.load(root, verify=False)
+    art = b.artifact(result.candidate.name)
+    art.parity = result.summary()
+    return b.save()
+
+
+def print_result(result: ParityResult, console: Any = None) -> None:
+    """The verdict, the checks and the headline figures as rich tables (for the CLI)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    checks = Table(title=f"parity {result.candidate.name} vs {result.reference.name} — tolerance "
+                         f"{result.tolerance.name}")
+    for col in ("check", "value", "limit", "result"):
+        checks.add_column(col, justify="left" if col == "check" else "right")
+    for c in result.checks:
+        style = {"pass": "green", "fail": "red", "skipped": "yellow"}[c.status]
+        bound = "<=" if c.bound == "max" else ">="
+        checks.add_row(c.label, fmt(c.value), f"{bound} {fmt(c.limit)}", f"[{style}]{c.status}[/{style}]")
+    console.print(checks)
+    km = result.keypoints
+    figs = Table(title="figures")
+    figs.add_column("metric")
+    figs.add_column("value", justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("images / keypoints compared", f"{km.images} / {km.keypoints_compared}"),
+        ("displacement mean / p95 / max (heatmap px)",
+         f"{fmt(km.mean_displacement_hm)} / {fmt(km.p95_displacement_hm)} / {fmt(km.max_displacement_hm)}"),
+        ("displacement mean / p95 / max (input px)",
+         f"{fmt(km.mean_displacement_in)} / {fmt(km.p95_displacement_in)} / {fmt(km.max_displacement_in)}"),
+        *((f"within {t} heatmap px of FP32", fmt(v)) for t, v in km.within_hm.items()),
+        ("heatmap argmax agreement", fmt(km.argmax_agreement)),
+        (f"PCK@{km.pck_alpha:g} vs FP32", fmt(km.pck_vs_reference)),
+        ("existence agreement", fmt(km.existence_agreement)),
+        ("flips present->absent / absent->present", f"{km.flips_lost} / {km.flips_gained}"),
+    ]
+    if km.pck_drop_points is not None:
+        rows.append((f"PCK@{km.pck_alpha:g} vs truth FP32 / candidate / drop (points)",
+                     f"{fmt(km.pck_truth_reference)} / {fmt(km.pck_truth_candidate)} / "
+                     f"{fmt(km.pck_drop_points)}"))
+    rows += [(f"{t.name}: SNR dB / cosine / max abs", f"{fmt(t.snr_db)} / {t.cosine:.7g} / "
+              f"{fmt(t.max_abs_error)}") for t in result.tensors]
+    for name, value in rows:
+        figs.add_row(name, str(value))
+    console.print(figs)
+    if result.floor is not None:
+        console.print(result.floor.line(km.mean_displacement_hm), highlight=False, soft_wrap=True)
+    colour = "green" if result.passed else "red"
+    console.print(f"[{colour}]{result.headline()}[/{colour}]", highlight=False, soft_wrap=True)
+    for r in result.reasons:
+        console.print(f"  - {r}", highlight=False, soft_wrap=True)
+
+
+__all__ = ["print_result", "record_in_manifest", "render_html", "write_html", "write_outputs"]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from heatdeploy.runtime.parity import Comparison
+    from heatdeploy.parity.keypoints import Comparison
 
 STABLE_HM_PX = 0.5  # a keypoint the dither moved farther than this is not decided by FP32 either
 JUMP_HM_PX = 1.0  # a displacement beyond one heatmap pixel is an argmax jump, not sub-pixel drift
