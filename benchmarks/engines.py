@@ -60,8 +60,8 @@ def log(msg: str) -> None:
 
 def build_bundle(root: Path, calib_size: int) -> tuple[Any, dict[str, Any]]:
     """Reference -> ONNX FP32, ORT INT8 (if missing), OpenVINO f32 / bf16 / INT8; returns the bundle + timings."""
+    from heatdeploy.api import export_bundle
     from heatdeploy.bundle import Bundle
-    from heatdeploy.cli import export_bundle
     from heatdeploy.exporters.openvino import add_openvino_artifact, summary_line
     from heatdeploy.runtime.backends.openvino import core
 

@@ -56,7 +56,7 @@ def _mobilenet(root: Path, weights: str | None = None) -> tuple[Path, Any, str]:
 
 def _blazepose(root: Path) -> tuple[Path, Any, str]:
     """As tests/models/test_blazepose_int8.py builds it: the .tflite from the mediapipe wheel (cached)."""
-    from heatdeploy.cli import export_bundle
+    from heatdeploy.api import export_bundle
     from heatdeploy.models.blazepose import blazepose_spec, fetch_blazepose, write_blazepose_images
 
     root.mkdir(parents=True, exist_ok=True)

@@ -71,8 +71,8 @@ def cpu_name() -> str:
 
 def build_bundles(root: Path, log: Callable[[str], None]) -> dict[str, tuple[Path, dict]]:
     """Reference and MobileNet bundles with onnx-fp32 and onnx-int8 (defaults); returns their op summaries."""
+    from heatdeploy.api import export_bundle
     from heatdeploy.calibration.artifact import add_onnx_int8
-    from heatdeploy.cli import export_bundle
     from heatdeploy.models.mobilenet import export_mobilenet_bundle
 
     out: dict[str, tuple[Path, dict]] = {}

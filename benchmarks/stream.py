@@ -75,7 +75,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         bundle = args.bundle
         if bundle is None:
-            from heatdeploy.cli import export_bundle
+            from heatdeploy.api import export_bundle
 
             bundle = export_bundle("reference", tmp / "bundle")
         probe = Pipeline.load(bundle)

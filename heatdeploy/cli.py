@@ -1,11 +1,16 @@
-"""The ``heatdeploy`` command line (typer + rich)."""
+"""The ``heatdeploy`` command line (typer + rich): parse, show progress, print; the work is in heatdeploy.api.
+
+Exit codes (for CI): 0 ok, 1 a gate failed (parity out of tolerance), 2 bad input or usage, 3 internal error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -15,6 +20,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+try:  # typer >= 0.20 carries its own click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on click
+    from click import ClickException
+
+from heatdeploy import __version__
+from heatdeploy.errortext import EXIT_INPUT, describe
+
+EXIT_HELP = ("Exit codes: 0 ok; 1 a gate failed (parity out of tolerance); 2 bad input or usage; "
+             "3 internal error (a bug: rerun with --debug for the traceback).")
 app = typer.Typer(
     help="Deploy heatmap keypoint models with existence heads to edge engines, with keypoint-level parity.\n\n"
          "Examples:\n\n"
@@ -22,57 +37,59 @@ app = typer.Typer(
          "  heatdeploy export reference --format onnx --out bundle/\n\n"
          "  heatdeploy run bundle/ photo1.jpg photos/ --out preds/\n\n"
          "  heatdeploy eval bundle/\n\n"
-         "  heatdeploy inspect bundle/",
+         "  heatdeploy inspect bundle/\n\n" + EXIT_HELP,
     no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+_STATE = {"debug": False}
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Error types whose message is already a one-line diagnosis (file + fix)."""
-    from heatdeploy.bundle import BundleError
-    from heatdeploy.devices.profiles import DeviceProfileError
-    from heatdeploy.errors import HeatdeployError
-    from heatdeploy.runtime.backends.base import BackendError
-    from heatdeploy.parity import ParityError, ToleranceError
-    from heatdeploy.runtime.preprocess import ImageError
-    from heatdeploy.spec import SpecError
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"heatdeploy {__version__}\n")
+        raise typer.Exit(0)
 
-    errors: list[type[BaseException]] = [HeatdeployError, BundleError, BackendError, ImageError, SpecError,
-                                         FileNotFoundError,
-                                         ParityError, ToleranceError, DeviceProfileError]
-    try:
-        from heatdeploy.calibration.sources import CalibrationError
-        from heatdeploy.exporters.inspect import InspectError
-        from heatdeploy.exporters.onnx import OnnxExportError, OnnxFileError
-        from heatdeploy.exporters.openvino import OpenVinoExportError
-        from heatdeploy.exporters.sources import SourceError
 
-        errors += [InspectError, OnnxExportError, OnnxFileError, SourceError, CalibrationError,
-                   OpenVinoExportError]
-    except ImportError:  # a runtime-only install has no exporters
-        pass
-    return tuple(errors)
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of any error")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Global options (before the command): --debug, --version."""
+    _STATE["debug"] = debug
 
 
 METHOD_HELP = "auto (minmax or mean_minmax, whichever is closer to FP32) | minmax | mean_minmax | entropy | " \
               "percentile | distribution"
 
 
+def _fail(msg: str, code: int = EXIT_INPUT) -> typer.Exit:
+    """Print ``error: msg`` on stderr (one line) and return the Exit to raise."""
+    console.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def cli_errors(fn: F) -> F:
-    """Turn known errors into 'error: ...' on stderr and exit code 1, without a traceback."""
+    """Every error becomes one line on stderr and an exit code: 2 for bad input, 3 for a bug (see EXIT_HELP).
+
+    ``--debug`` adds the traceback. Usage errors and exits pass through to typer.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except _user_errors() as exc:
-            msg = str(exc)
-            if isinstance(exc, FileNotFoundError) and exc.filename:
-                msg = f"{exc.filename}: no such file"
-            console.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, ClickException, KeyboardInterrupt, SystemExit):
+            raise  # exits, usage errors (typer prints them, exit 2) and Ctrl-C are typer's
+        except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
+            code, msg = describe(exc)
+            with contextlib.suppress(OSError):  # stderr itself gone: still exit with the code
+                if _STATE["debug"]:
+                    console.print(escape("".join(traceback.format_exception(exc))), highlight=False)
+                _fail(msg, code)
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,6 +99,26 @@ def _progress() -> Progress:
                     console=console, transient=True)
 
 
+def _log(msg: str) -> None:
+    console.print(msg, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _hooks() -> Iterator[Any]:
+    """The api's Hooks for this terminal: lines and spinners on stderr, one progress bar per counted step."""
+    from heatdeploy.api import Hooks
+
+    with _progress() as prog:
+        tasks: dict[str, Any] = {}
+
+        def progress(desc: str, done: int, total: int | None) -> None:
+            if desc not in tasks:
+                tasks[desc] = prog.add_task(desc, total=total)
+            prog.update(tasks[desc], completed=done, total=total)
+
+        yield Hooks(log=_log, status=lambda m: console.status(m), progress=progress)
+
+
 def expand_images(paths: list[Path]) -> list[Path]:
     """Files as given; folders expanded (recursively, sorted) to their regular image files."""
     from heatdeploy.runtime.sources import expand_images as expand
@@ -89,70 +126,12 @@ def expand_images(paths: list[Path]) -> list[Path]:
     return expand(paths)
 
 
-# --- export ------------------------------------------------------------------------------------------
-def export_bundle(model: str, out: Path, *, weights: str | None = None, spec_path: str | None = None,
-                  opset: int = 17) -> Path:
-    """MODEL -> bundle directory with model.onnx (FP32); built beside ``out`` and renamed into place."""
-    from heatdeploy.bundle import Bundle, staged_dir
-
-    with staged_dir(out) as tmp:
-        if model.endswith(".onnx"):
-            spec, tools, notes = _import_onnx(Path(model), tmp / "model.onnx", spec_path)
-        elif model.endswith(".tflite"):
-            from heatdeploy.exporters.tflite import import_tflite_onnx
-
-            with console.status(f"converting {model} to ONNX"):
-                spec, tools, notes = import_tflite_onnx(Path(model), tmp / "model.onnx", spec_path, opset=opset)
-            diffs = ", ".join(f"{k} {v:.2e}" for k, v in notes.get("max_abs_diff", {}).items())
-            console.print(f"converted {model} to ONNX opset {notes['opset']} via {notes['converter']}"
-                          + (f"; max |ORT - OpenVINO f32 on the .tflite|: {diffs}" if diffs else ""),
-                          highlight=False, soft_wrap=True)
-        else:
-            from heatdeploy.exporters.onnx import export_onnx
-            from heatdeploy.exporters.sources import load_torch_model
-
-            with console.status(f"loading {model}"):
-                module, spec = load_torch_model(model, weights=weights, spec_path=spec_path)
-            with console.status(f"exporting {model} to ONNX (opset {opset})"):
-                rep = export_onnx(module, spec, tmp / "model.onnx", opset=opset)
-            diffs = ", ".join(f"{k} {v:.2e}" for k, v in rep.max_abs_diff.items())
-            console.print(f"exported ONNX opset {rep.opset} via {rep.exporter}; max |ORT FP32 - torch|: {diffs}")
-            tools = rep.tools
-            notes = {"opset": rep.opset, "exporter": rep.exporter, "max_abs_diff_vs_torch": rep.max_abs_diff,
-                     "optimized": rep.optimized, "export_notes": rep.notes}
-        bundle = Bundle.create(tmp, spec)
-        bundle.add_file(tmp / "model.onnx", "model.onnx", name="onnx-fp32", format="onnx", precision="fp32",
-                        backend="onnxruntime", tools=tools, notes=notes)
-        bundle.info["source"] = model
-        bundle.save()
-    return out
-
-
-def _import_onnx(src: Path, dest: Path, spec_path: str | None) -> tuple[Any, dict[str, str], dict[str, Any]]:
-    """A user's .onnx as the FP32 artifact: spec from --spec or its metadata, checked against the graph."""
-    import onnx
-
-    from heatdeploy.exporters.onnx import check_spec_against_graph, embed_spec, load_model_proto, read_spec
-    from heatdeploy.fsutil import atomic_path
-    from heatdeploy.spec import ModelSpec, SpecError
-
-    proto = load_model_proto(src)
-    spec = ModelSpec.load(spec_path) if spec_path else read_spec(proto)
-    if spec is None:
-        raise SpecError(f"{src}: carries no heatdeploy spec; pass --spec SPEC.json")
-    check_spec_against_graph(proto, spec)
-    embed_spec(proto, spec)
-    with atomic_path(dest) as tmp:
-        onnx.save(proto, str(tmp))
-    return spec, {"onnx": onnx.__version__}, {"imported_from": str(src)}
-
-
 @app.command()
 @cli_errors
 def export(
     model: Annotated[str, typer.Argument(help="'reference', a torch.export .pt2, package.module:factory, "
                                                "an .onnx, or a .tflite (with --spec)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="bundle directory to write")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundle directory to write (new, empty, or a bundle)")],
     format: Annotated[str, typer.Option("--format", help="artifact format")] = "onnx",
     weights: Annotated[str | None, typer.Option(help="weights for module:factory (weights_only load)")] = None,
     spec: Annotated[str | None, typer.Option("--spec", help="ModelSpec JSON where the model has none")] = None,
@@ -172,8 +151,13 @@ def export(
     preset: Annotated[str, typer.Option(help="OpenVINO/NNCF INT8 preset: mixed | performance")] = "mixed",
     accuracy_control: Annotated[float | None, typer.Option(
         help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")] = None,
+    force: Annotated[bool, typer.Option(help="replace --out even when it is a file or a folder that is not a "
+                                             "heatdeploy bundle")] = False,
 ) -> None:
     """Export MODEL to a bundle: manifest.json + model.onnx (+ model.int8.onnx) + sha256 of each file.
+
+    Over an existing bundle, its other artifacts are kept while they belong to the same model (stale ones are
+    listed as dropped); a file or a non-empty folder that is not a bundle is refused unless --force.
 
     Examples:
 
@@ -186,75 +170,21 @@ def export(
       heatdeploy export reference --format tensorrt --device jetson-orin-nano --precision int8 --calib images/
       --out bundle/
     """
-    from heatdeploy.devices.profiles import load_profile, resolve_opset
+    from heatdeploy import api
 
-    if format not in ("onnx", "openvino", "tensorrt"):
+    if format not in api.FORMATS:
         raise typer.BadParameter(f"--format {format}: choose onnx, openvino or tensorrt")
-    allowed = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
-               "tensorrt": ("fp32", "fp16", "int8")}[format]
-    if precision not in allowed:
-        raise typer.BadParameter(f"--precision {precision}: choose one of {', '.join(allowed)} for {format}")
+    if precision not in api.FORMATS[format]:
+        raise typer.BadParameter(f"--precision {precision}: choose one of {', '.join(api.FORMATS[format])} "
+                                 f"for {format}")
     if precision == "int8" and calib is None:
         raise typer.BadParameter("--precision int8 needs --calib DATA (an image folder, video, .npy or synthetic)")
-    profile = load_profile(device) if device else None
-    opset_used, why = resolve_opset(profile, opset)
-    if profile is not None:
-        console.print(f"device profile {profile.name}: opset {opset_used} ({why})", highlight=False)
-    if model.endswith(".tflite"):
-        from heatdeploy.exporters.tflite import check_tflite, require_spec
-
-        require_spec(check_tflite(model), spec)  # before any work: a .tflite carries no spec
-        if format == "openvino":  # OpenVINO reads the .tflite itself: no ONNX, no converter
-            from heatdeploy.exporters.tflite import export_tflite_openvino, summary_line
-
-            with console.status(f"OpenVINO {precision} export from {model}"):
-                arts = export_tflite_openvino(model, out, spec_path=spec, precision=precision, calib=calib,
-                                              calib_size=calib_size, seed=seed, preset=preset,
-                                              accuracy_control=accuracy_control)
-            for art in arts:
-                console.print(summary_line(art), highlight=False, soft_wrap=True)
-            console.print(f"bundle written: {out}")
-            return
-    export_bundle(model, out, weights=weights, spec_path=spec, opset=opset_used)
-    if precision == "int8" and format != "openvino":
-        add_int8(out, calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
-                 activation_type=profile.activation_type if profile is not None else "auto",
-                 symmetric_activations=format == "tensorrt")  # TensorRT INT8 is symmetric
-    if format == "openvino":
-        from heatdeploy.exporters.openvino import add_openvino_artifact, summary_line
-
-        with console.status(f"OpenVINO {precision} export"):
-            art = add_openvino_artifact(out, precision, calib=calib, calib_size=calib_size, seed=seed,
-                                        preset=preset, accuracy_control=accuracy_control,
-                                        keep_fp32=_keep_list(keep_fp32))
-        console.print(summary_line(art), highlight=False, soft_wrap=True)
-    if format == "tensorrt":
-        from heatdeploy.exporters.tensorrt import export_tensorrt
-
-        result = export_tensorrt(out, precision, profile, log=lambda m: console.print(m, highlight=False))
-        for line in result.lines():
-            console.print(line, highlight=False, soft_wrap=True)
+    with _hooks() as hooks:
+        api.export(model, out, format=format, precision=precision, weights=weights, spec=spec, opset=opset,
+                   device=device, calib=calib, calib_method=calib_method, calib_size=calib_size, seed=seed,
+                   keep_fp32=keep_fp32, preset=preset, accuracy_control=accuracy_control, force=force,
+                   hooks=hooks)
     console.print(f"bundle written: {out}")
-
-
-def _keep_list(keep_fp32: str) -> str | list[str]:
-    """``--keep-fp32``: a mode (auto, base, none) or comma-separated node names."""
-    return keep_fp32 if keep_fp32 in ("auto", "base", "none") else keep_fp32.split(",")
-
-
-def add_int8(bundle: Path, calib: str | None, *, method: str = "auto", calib_size: int | None = None,
-             seed: int = 0, keep_fp32: str = "auto", activation_type: str = "auto",
-             symmetric_activations: bool = False) -> Any:
-    """Calibrate and add the ORT INT8 artifact; print what stayed FP32 and what runs INT8."""
-    from heatdeploy.calibration.artifact import add_onnx_int8
-
-    keep = _keep_list(keep_fp32)
-    with console.status(f"calibrating INT8 ({method}) on {calib}"):
-        art, report = add_onnx_int8(bundle, calib or "synthetic", method=method, calib_size=calib_size,
-                                    seed=seed, keep_fp32=keep, activation_type=activation_type,
-                                    symmetric_activations=symmetric_activations)
-    console.print(f"INT8 artifact {art.name}: {report.summary()}", highlight=False)
-    return report
 
 
 @app.command()
@@ -273,8 +203,11 @@ def calibrate(
 
     Example: heatdeploy calibrate bundle/ --data images/ --calib-size 300
     """
-    add_int8(model, data, method=method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
-             symmetric_activations=symmetric)
+    from heatdeploy import api
+
+    with _hooks() as hooks:
+        api.calibrate(model, data, method=method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
+                      symmetric=symmetric, hooks=hooks)
 
 
 # --- run ---------------------------------------------------------------------------------------------
@@ -295,7 +228,8 @@ def _load_pipeline(bundle: Path, precision: str | None, backend: str | None, art
 def stream_sources(pipe: Any, sources: list[str], out: Path | None, *, jsonl: str | None = None,
                    video: Path | None = None, overlays: bool = True, keep_records: bool = False,
                    batch_size: int | None = None, max_frames: int | None = None, smooth: Any = None,
-                   boxes: Path | None = None, labels: str = "none", show: bool = True) -> tuple[Any, Any, Any]:
+                   boxes: Path | None = None, labels: str = "none", track: bool = False,
+                   show: bool = True) -> tuple[Any, Any, Any]:
     """SOURCES through ``pipe`` into the sinks asked for; returns (stats, source, records sink)."""
     import warnings
 
@@ -322,8 +256,8 @@ def stream_sources(pipe: Any, sources: list[str], out: Path | None, *, jsonl: st
         video = out / "annotated.mp4"
     if video is not None:
         sinks.append(VideoSink(video, source.fps))
-    cfg = StreamConfig(batch_size=batch_size or (8 if images else 1), max_frames=max_frames, boxes=box_file,
-                       smooth=smooth, labels=labels, fps=source.fps)
+    cfg = StreamConfig(batch_size=batch_size or (8 if images and not track else 1), max_frames=max_frames,
+                       boxes=box_file, smooth=smooth, labels=labels, fps=source.fps, track=track)
     total = source.total if max_frames is None else min(max_frames, source.total or max_frames)
     if not show:
         return run_stream(pipe, source, sinks, cfg), source, records
@@ -368,6 +302,9 @@ def run(
                                                     "moving)")] = 0.01,
     boxes: Annotated[Path | None, typer.Option(help="person boxes for top-down models: JSON {frame name or "
                                                     "index: [x1, y1, x2, y2]} or a list by frame index")] = None,
+    track: Annotated[bool, typer.Option(help="top-down models: crop each frame around the previous frame's "
+                                             "keypoints; the whole frame (or --boxes) when too few are present")]
+    = False,
     labels: Annotated[str, typer.Option(help="overlay labels: none | names | scores")] = "none",
     precision: Annotated[str | None, typer.Option(help="artifact precision to run (fp32, int8, ...)")] = None,
     backend: Annotated[str | None, typer.Option(help="override the artifact's backend")] = None,
@@ -407,7 +344,7 @@ def run(
     stats, source, records = stream_sources(
         pipe, sources, out, jsonl="-" if stdout_lines and not images else jsonl, video=video,
         keep_records=as_json and images, batch_size=batch, max_frames=max_frames, smooth=filt, boxes=boxes,
-        labels=labels)
+        labels=labels, track=track)
     if as_json and images:
         sys.stdout.write(json.dumps(records.records, indent=2) + "\n")
     where = f"; {out / 'predictions.jsonl'}" if out is not None else ""
@@ -440,28 +377,10 @@ def inspect(path: Annotated[Path, typer.Argument(help="bundle directory or .onnx
         Console().print_json(json.dumps(info, default=str))
     bad = [f"{a['name']}: {a['status']}" for a in info.get("artifacts", []) if a.get("status", "ok") != "ok"]
     if bad:
-        console.print(f"[red]error:[/red] {path}: artifact files do not match the manifest ({'; '.join(bad)}); "
-                      "re-export the bundle", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise _fail(f"{path}: artifact files do not match the manifest ({'; '.join(bad)}); re-export the bundle")
 
 
 # --- eval --------------------------------------------------------------------------------------------
-def eval_bundle(bundle: Path, data: Path | None = None, *, precision: str | None = None,
-                backend: str | None = None, artifact: str | None = None) -> dict[str, Any]:
-    from heatdeploy.evaluate import evaluate
-    from heatdeploy.models.evalset import EVAL_DIR, read_labelled_set
-    from heatdeploy.runtime import Pipeline
-
-    split = read_labelled_set(data or EVAL_DIR)
-    pipe = Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend)
-    with _progress() as prog:
-        task = prog.add_task("evaluating", total=len(split.files))
-        _, report = evaluate(pipe, split, advance=lambda n: prog.advance(task, n))
-    report["artifact"] = pipe.artifact.name if pipe.artifact else str(bundle)
-    report["backend"] = pipe.backend_name
-    return report
-
-
 def print_report(title: str, report: dict[str, Any]) -> None:
     table = Table(title=title)
     table.add_column("metric")
@@ -486,7 +405,10 @@ def eval_cmd(
 
     Example: heatdeploy eval bundle/
     """
-    report = eval_bundle(bundle, data, precision=precision, backend=backend, artifact=artifact)
+    from heatdeploy import api
+
+    with _hooks() as hooks:
+        report = api.evaluate(bundle, data, precision=precision, backend=backend, artifact=artifact, hooks=hooks)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
@@ -494,16 +416,13 @@ def eval_cmd(
 
 
 # --- parity ------------------------------------------------------------------------------------------
-def parity_bundle(bundle: Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
-                  tolerance: str = "default", out: Path | None = None, limit: int | None = None,
-                  backend: str | None = None, floor: bool = True) -> tuple[Any, int]:
-    from heatdeploy.parity import parity_command, print_result
+def _parity(bundle: Path, candidate: str, **options: Any) -> tuple[Any, int]:
+    """Run the gate with a progress bar and print its tables; returns (result, exit code)."""
+    from heatdeploy import api
+    from heatdeploy.parity import print_result
 
-    with _progress() as prog:
-        task = prog.add_task(f"parity {candidate} vs {reference}", total=None)
-        result, code = parity_command(bundle, candidate, reference, data, tolerance, out, limit=limit,
-                                      backend=backend, floor=floor,
-                                      progress=lambda d, t: prog.update(task, completed=d, total=t))
+    with _hooks() as hooks:
+        result, code = api.parity_bundle(bundle, candidate, hooks=hooks, **options)
     print_result(result, Console())
     return result, code
 
@@ -525,10 +444,12 @@ def parity(
 ) -> None:
     """Compare a low-precision artifact with FP32 on keypoints; exit 1 when outside the tolerance (a CI gate).
 
+    Exit 2 means the check could not run (bad bundle, data or tolerance), 3 a bug.
+
     Example: heatdeploy parity bundle/ --candidate onnx-int8 --out parity/
     """
-    _, code = parity_bundle(bundle, candidate, reference=reference, data=data, tolerance=tolerance, out=out,
-                            limit=limit, backend=backend, floor=floor)
+    _, code = _parity(bundle, candidate, reference=reference, data=data, tolerance=tolerance, out=out,
+                      limit=limit, backend=backend, floor=floor)
     raise typer.Exit(code)
 
 
@@ -737,17 +658,20 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="output folder")]
 
     Example: heatdeploy demo --out out/
     """
+    from heatdeploy import api
     from heatdeploy.fsutil import atomic_write_text
     from heatdeploy.models.evalset import SAMPLES_DIR
 
     bundle = out / "bundle"
-    export_bundle("reference", bundle)
-    add_int8(bundle, "synthetic:256")
+    with _hooks() as hooks:
+        api.export("reference", bundle, hooks=hooks)
+        api.calibrate(bundle, "synthetic:256", hooks=hooks)
     records = run_images(bundle, [SAMPLES_DIR], out / "samples")
-    report = eval_bundle(bundle)
+    with _hooks() as hooks:
+        report = api.evaluate(bundle, hooks=hooks)
     atomic_write_text(out / "eval.json", json.dumps(report, indent=2))
     print_report("reference model, ONNX Runtime FP32, shipped evaluation split", report)
-    result, code = parity_bundle(bundle, "onnx-int8", out=out / "parity")
+    result, code = _parity(bundle, "onnx-int8", out=out / "parity")
     console.print(f"bundle: {bundle} (onnx-fp32, onnx-int8)")
     console.print(f"keypoints JSON: {out / 'samples' / 'predictions.json'} ({len(records)} images)")
     console.print(f"overlays: {out / 'samples' / 'overlays'}")

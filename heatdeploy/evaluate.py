@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from heatdeploy import make_callable
 from heatdeploy.models.evalset import LabelledSet
 from heatdeploy.runtime.metrics import keypoint_report
 from heatdeploy.runtime.pipeline import Pipeline, Prediction
@@ -37,3 +38,7 @@ def evaluate(pipe: Pipeline, data: LabelledSet, batch_size: int = 16, alpha: flo
     report = keypoint_report(kps, present, data.keypoints, data.present, data.visible, data.image_sizes, alpha)
     report["images"] = len(data.files)
     return pred, report
+
+
+# ``heatdeploy.evaluate`` is this module and the API call ``heatdeploy.evaluate(bundle, ...)`` alike.
+make_callable(__name__)

@@ -12,7 +12,7 @@ def random_reference_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Export the reference net with seeded random weights through the module:factory path."""
     import torch
 
-    from heatdeploy.cli import export_bundle
+    from heatdeploy.api import export_bundle
     from heatdeploy.models.reference import ReferencePoseNet, reference_spec
 
     root = tmp_path_factory.mktemp("refbundle")

@@ -153,9 +153,10 @@ def _check_names(path: Path, spec: ModelSpec, inputs: set[str], outputs: set[str
 def export_tflite_openvino(model: str | Path, out: str | Path, *, spec_path: str | Path | None,
                            precision: str = "fp32", calib: str | None = None, calib_size: int | None = 300,
                            seed: int = 0, preset: str = "mixed", accuracy_control: float | None = None,
-                           keep_fp32: str | Sequence[str] = "auto") -> list[Artifact]:
+                           keep_fp32: str | Sequence[str] = "auto", force: bool = False) -> list[Artifact]:
     """A new bundle at ``out`` (staged, renamed into place) with ``openvino-fp32`` converted from the .tflite,
-    plus ``openvino-<precision>`` when that is not fp32. Returns the artifacts written."""
+    plus ``openvino-<precision>`` when that is not fp32. Returns the artifacts written. A file or a foreign
+    folder at ``out`` is replaced only with ``force``."""
     from heatdeploy.bundle import Bundle, staged_dir
 
     path = check_tflite(model)
@@ -163,7 +164,7 @@ def export_tflite_openvino(model: str | Path, out: str | Path, *, spec_path: str
     if precision not in OV_PRECISIONS:
         raise TfliteError(f"precision {precision!r}: choose one of {', '.join(OV_PRECISIONS)}")
     arts = []
-    with staged_dir(out) as tmp:
+    with staged_dir(out, force=force) as tmp:
         bundle = Bundle.create(tmp, spec)
         bundle.info.update(source=str(model), source_format="tflite", source_sha256=sha256_file(path))
         bundle.save()

@@ -11,6 +11,7 @@ nothing from models, calibration or exporters. Where to look:
 
 from __future__ import annotations
 
+from heatdeploy import make_callable
 from heatdeploy.parity.checks import Check, evaluate_checks
 from heatdeploy.parity.floor import FloorMetrics
 from heatdeploy.parity.keypoints import (
@@ -40,3 +41,7 @@ __all__ = [
     "keypoint_agreement", "keypoint_distance", "load_tolerance", "pair_instances", "parity_command",
     "print_result", "record_in_manifest", "run_parity", "snr_db", "write_outputs",
 ]
+
+# ``heatdeploy.parity`` is this package and the API call ``heatdeploy.parity(bundle, candidate, ...)`` alike:
+# calling the module runs heatdeploy.api.parity (imported on first call, so parity stays engine-free).
+make_callable(__name__)

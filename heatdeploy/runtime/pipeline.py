@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from heatdeploy.bundle import Artifact, Bundle, BundleError
+from heatdeploy.errors import InputError
 from heatdeploy.runtime.backends.base import (
     Backend,
     BackendError,
@@ -56,7 +57,7 @@ class Prediction:
 
         if image is None:
             if self.images is None:
-                raise ValueError("Prediction.plot: this prediction holds no images; pass image=")
+                raise InputError("Prediction.plot: this prediction holds no images; pass image=")
             image = self.images[index]
         return draw_keypoints(image, self.keypoints[index], self.presence[index], self.present[index],
                               self.skeleton, names=self.names or None, labels=labels)
@@ -73,7 +74,7 @@ class Prediction:
             return path
         ok, buf = cv2.imencode(path.suffix or ".png", self.plot(index, labels=labels))
         if not ok:
-            raise ValueError(f"{path}: OpenCV cannot encode {path.suffix!r}; name it .png or .jpg (or .json)")
+            raise InputError(f"{path}: OpenCV cannot encode {path.suffix!r}; name it .png or .jpg (or .json)")
         atomic_write_bytes(path, buf.tobytes())
         return path
 
@@ -161,7 +162,7 @@ class Pipeline:
         """Images (arrays in BGR or paths) -> keypoints in each image's own pixels."""
         arrays = [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
         if not arrays:
-            raise ValueError("predict: no images given")
+            raise InputError("predict: no images given")
         preds = []
         for i in range(0, len(arrays), batch_size):
             chunk_boxes = None if boxes is None else np.asarray(boxes)[i:i + batch_size]

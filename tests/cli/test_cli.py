@@ -58,7 +58,7 @@ def test_non_image_file_is_a_clear_error(random_reference_bundle, tmp_path):
     bad.write_text("not an image")
     out = tmp_path / "out"
     res = _invoke("run", random_reference_bundle, bad, "--out", out)
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "notes.jpg: not a readable image" in res.output
     assert not out.exists()
 
@@ -67,9 +67,9 @@ def test_unreadable_onnx_is_a_clear_error(tmp_path):
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"\x08\x01garbage")
     res = _invoke("inspect", bad)
-    assert res.exit_code == 1 and "broken.onnx" in res.output
+    assert res.exit_code == 2 and "broken.onnx" in res.output
     res = _invoke("export", bad, "--out", tmp_path / "b")
-    assert res.exit_code == 1 and "broken.onnx" in res.output
+    assert res.exit_code == 2 and "broken.onnx" in res.output
     assert not (tmp_path / "b").exists()
 
 
@@ -79,7 +79,7 @@ def test_spec_naming_missing_output_is_refused(random_reference_bundle, tmp_path
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     res = _invoke("export", random_reference_bundle / "model.onnx", "--spec", tmp_path / "spec.json",
                   "--out", tmp_path / "b")
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "heatmap_out" in res.output and "heatmaps" in res.output  # names what the graph has
     assert not (tmp_path / "b").exists()
 
@@ -91,9 +91,9 @@ def test_hash_mismatch_exits_nonzero(random_reference_bundle, tmp_path):
     data[-10] ^= 0xFF
     (dst / "model.onnx").write_bytes(bytes(data))
     res = _invoke("run", dst, SAMPLES_DIR / "0000.jpg")
-    assert res.exit_code == 1 and "does not match the manifest" in res.output
+    assert res.exit_code == 2 and "does not match the manifest" in res.output
     res = _invoke("inspect", dst)
-    assert res.exit_code == 1
+    assert res.exit_code == 2
 
 
 def test_eval_reports_pck_on_labelled_split(random_reference_bundle):
@@ -116,15 +116,15 @@ def test_python_api_predicts_arrays(random_reference_bundle):
 @pytest.mark.parametrize("missing", ["does-not-exist.png"])
 def test_missing_image(random_reference_bundle, tmp_path, missing):
     res = _invoke("run", random_reference_bundle, tmp_path / missing)
-    assert res.exit_code == 1 and missing in res.output
+    assert res.exit_code == 2 and missing in res.output
 
 
 def test_openvino_int8_keep_fp32_reaches_nncf(random_reference_bundle, tmp_path):
-    """--keep-fp32 names go to the OpenVINO INT8 float scope too; an unknown one is a one-line error, exit 1."""
+    """--keep-fp32 names go to the OpenVINO INT8 float scope too; an unknown one is a one-line error, exit 2."""
     pytest.importorskip("nncf", reason="nncf is not installed: pip install 'heatdeploy[openvino]'")
     res = _invoke("export", random_reference_bundle / "model.onnx", "--format", "openvino", "--precision", "int8",
                   "--calib", "synthetic:4", "--keep-fp32", "no_such_op", "--out", tmp_path / "b")
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 2, res.output
     assert "no op named 'no_such_op'" in res.output and "friendly names" in res.output
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert not any(a["format"] == "openvino" for a in manifest["artifacts"])  # nothing half added

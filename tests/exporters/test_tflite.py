@@ -53,7 +53,7 @@ def _invoke(*args: object):
 
 def _error_line(res) -> str:
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
-    assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
     return lines[0]
 
 

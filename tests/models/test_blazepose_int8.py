@@ -24,9 +24,9 @@ CALIB_N, EVAL_N = 64, 64
 
 @pytest.fixture(scope="module")
 def compared(blazepose_tflite: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from heatdeploy.api import export_bundle
     from heatdeploy.calibration.artifact import add_onnx_int8
     from heatdeploy.calibration.stock import STOCK_NAME, add_stock_int8
-    from heatdeploy.cli import export_bundle
     from heatdeploy.models.blazepose import blazepose_spec, write_blazepose_images
     from heatdeploy.parity import run_parity
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from heatdeploy.cli import eval_bundle, export_bundle
+from heatdeploy.api import eval_bundle, export_bundle
 from heatdeploy.models.reference import WEIGHTS
 
 

@@ -29,5 +29,5 @@ def test_check_reports_what_the_graph_has(random_reference_bundle, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(data))
     res = CliRunner().invoke(app, ["spec", "check", str(random_reference_bundle / "model.onnx"),
                                    "--spec", str(tmp_path / "bad.json")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "presence" in res.output and "existence [N,17]" in res.output

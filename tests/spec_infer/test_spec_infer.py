@@ -121,7 +121,7 @@ def test_too_many_names_is_a_clear_error(models: dict[str, zoo.ZooModel]) -> Non
 
 @pytest.mark.parametrize("key", ALL)
 def test_proposal_exports_and_runs(models: dict[str, zoo.ZooModel], key: str, tmp_path: Path) -> None:
-    from heatdeploy.cli import export_bundle
+    from heatdeploy.api import export_bundle
     from heatdeploy.runtime import Pipeline
 
     m = models[key]
@@ -140,7 +140,7 @@ def test_proposal_exports_and_runs(models: dict[str, zoo.ZooModel], key: str, tm
 
 @pytest.mark.parametrize("key", ["nhwc_landmarks", "simcc", "centres"])
 def test_int8_and_parity_run_on_an_inferred_spec(models: dict[str, zoo.ZooModel], key: str, tmp_path: Path) -> None:
-    from heatdeploy.cli import add_int8, export_bundle
+    from heatdeploy.api import add_int8, export_bundle
     from heatdeploy.parity import parity_command
 
     m = models[key]

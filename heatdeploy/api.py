@@ -1,0 +1,391 @@
+"""The library API the CLI is a face of: export, calibrate, parity, evaluate.
+
+Each function mirrors its ``heatdeploy`` command's options and returns what the command prints, so a script
+or notebook gets the same behaviour without parsing output. Long steps report through :class:`Hooks`
+(quiet by default); the CLI passes hooks that print and spin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from heatdeploy.errors import HeatdeployError
+
+# ORT INT8 activations: asymmetric unless the target needs zero point 0 (TensorRT). One value for every caller.
+SYMMETRIC_ACTIVATIONS = False
+FORMATS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
+           "tensorrt": ("fp32", "fp16", "int8")}
+KEEP_MODES = ("auto", "base", "none")
+
+
+class ExportTargetError(HeatdeployError, ValueError):
+    """``--out`` points at something export did not make (a file, a foreign folder)."""
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+def _no_status(_: str) -> ContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How a long step talks to its caller: ``log`` a finished line, ``status`` a spinner around a step,
+    ``progress(done, total)`` for counted work. Defaults are silent: a library call prints nothing."""
+
+    log: Callable[[str], None] = _silent
+    status: Callable[[str], ContextManager[Any]] = _no_status
+    progress: Callable[[str, int, int | None], None] | None = None
+
+
+QUIET = Hooks()
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """Everything INT8 calibration takes, passed as one value instead of a dozen parameters.
+
+    ``keep_fp32``: auto | base | none | comma-separated node names (IR op names for OpenVINO);
+    ``preset`` / ``accuracy_control`` are OpenVINO/NNCF's, ``activation_type`` / ``symmetric_activations`` ORT's.
+    """
+
+    calib: str | None = None
+    method: str = "auto"
+    calib_size: int | None = None
+    seed: int = 0
+    keep_fp32: str = "auto"
+    preset: str = "mixed"
+    accuracy_control: float | None = None
+    activation_type: str = "auto"
+    symmetric_activations: bool = SYMMETRIC_ACTIVATIONS
+
+    def keep_list(self) -> str | list[str]:
+        """A mode (auto, base, none) or the node names, as the quantizers take them."""
+        return self.keep_fp32 if self.keep_fp32 in KEEP_MODES else self.keep_fp32.split(",")
+
+
+@dataclass
+class ExportResult:
+    """The bundle written, the artifacts this export made, and those of the old bundle kept or dropped."""
+
+    bundle: Path
+    made: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+# --- export ------------------------------------------------------------------------------------------
+def export(model: str, out: str | Path, *, format: str = "onnx", precision: str = "fp32",
+           weights: str | None = None, spec: str | None = None, opset: int | None = None,
+           device: str | None = None, calib: str | None = None, calib_method: str = "auto",
+           calib_size: int | None = None, seed: int = 0, keep_fp32: str = "auto", preset: str = "mixed",
+           accuracy_control: float | None = None, force: bool = False, hooks: Hooks = QUIET) -> ExportResult:
+    """``heatdeploy export``: MODEL -> bundle at ``out`` (FP32 ONNX, plus INT8 / OpenVINO / TensorRT artifacts).
+
+    ``out`` may be new, empty, or a heatdeploy bundle (its other artifacts are kept while they still belong to
+    the exported model); a file or a folder export did not make is refused unless ``force``.
+    """
+    from heatdeploy.devices.profiles import load_profile, resolve_opset
+
+    out = Path(out)
+    if format not in FORMATS:
+        raise HeatdeployError(f"--format {format}: choose onnx, openvino or tensorrt")
+    if precision not in FORMATS[format]:
+        raise HeatdeployError(f"--precision {precision}: choose one of {', '.join(FORMATS[format])} for {format}")
+    if precision == "int8" and calib is None:
+        raise HeatdeployError("--precision int8 needs --calib DATA (an image folder, video, .npy or synthetic)")
+    check_export_target(out)
+    profile = load_profile(device) if device else None
+    opset_used, why = resolve_opset(profile, opset)
+    if profile is not None:
+        hooks.log(f"device profile {profile.name}: opset {opset_used} ({why})")
+    int8 = Int8Options(calib=calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
+                       preset=preset, accuracy_control=accuracy_control,
+                       activation_type=profile.activation_type if profile is not None else "auto",
+                       symmetric_activations=format == "tensorrt")  # TensorRT INT8 is symmetric
+    if model.endswith(".tflite"):
+        from heatdeploy.exporters.tflite import check_tflite, require_spec
+
+        require_spec(check_tflite(model), spec)  # before any work: a .tflite carries no spec
+        if format == "openvino":  # OpenVINO reads the .tflite itself: no ONNX, no converter
+            return _export_tflite_openvino(model, out, spec, precision, int8, force, hooks)
+    result = _export_fp32(model, out, weights, spec, opset_used, force, hooks)
+    if precision == "int8" and format != "openvino":
+        add_int8(out, int8, hooks=hooks)
+        result.made.append("onnx-int8")
+    if format == "openvino":
+        from heatdeploy.exporters.openvino import add_openvino_artifact, summary_line
+
+        with hooks.status(f"OpenVINO {precision} export"):
+            art = add_openvino_artifact(out, precision, calib=int8.calib, calib_size=int8.calib_size,
+                                        seed=int8.seed, preset=int8.preset, accuracy_control=int8.accuracy_control,
+                                        keep_fp32=int8.keep_list())
+        hooks.log(summary_line(art))
+        result.made.append(art.name)
+    if format == "tensorrt":
+        from heatdeploy.exporters.tensorrt import export_tensorrt
+
+        trt = export_tensorrt(out, precision, profile, log=hooks.log)
+        for line in trt.lines():
+            hooks.log(line)
+    return result
+
+
+def _export_tflite_openvino(model: str, out: Path, spec: str | None, precision: str, int8: Int8Options,
+                            force: bool, hooks: Hooks) -> ExportResult:
+    from heatdeploy.exporters.tflite import export_tflite_openvino, summary_line
+
+    old = _old_artifacts(out)
+    with hooks.status(f"OpenVINO {precision} export from {model}"):
+        arts = export_tflite_openvino(model, out, spec_path=spec, precision=precision, calib=int8.calib,
+                                      calib_size=int8.calib_size, seed=int8.seed, preset=int8.preset,
+                                      accuracy_control=int8.accuracy_control, force=force)
+    for art in arts:
+        hooks.log(summary_line(art))
+    made = [a.name for a in arts]
+    dropped = [n for n in old if n not in made]
+    if dropped:
+        hooks.log(f"dropped from the old bundle (made from another model): {', '.join(dropped)}")
+    return ExportResult(out, made=made, dropped=dropped)
+
+
+def export_bundle(model: str, out: str | Path, *, weights: str | None = None, spec_path: str | None = None,
+                  opset: int = 17, force: bool = False, hooks: Hooks = QUIET) -> Path:
+    """MODEL -> bundle directory with model.onnx (FP32); built beside ``out`` and renamed into place.
+
+    Over an existing bundle, its other artifacts (INT8, OpenVINO, ...) come along when the new FP32 model is
+    the same file with the same spec; otherwise they are stale and dropped (logged). Returns ``out``.
+    """
+    out = Path(out)
+    check_export_target(out)
+    _export_fp32(model, out, weights, spec_path, opset, force, hooks)
+    return out
+
+
+def _export_fp32(model: str, out: Path, weights: str | None, spec_path: str | None, opset: int, force: bool,
+                 hooks: Hooks) -> ExportResult:
+    from heatdeploy.bundle import Bundle, staged_dir
+
+    old = _load_old(out)
+    with staged_dir(out, force=force) as tmp:
+        spec, tools, notes = _make_onnx(model, tmp / "model.onnx", weights, spec_path, opset, hooks)
+        bundle = Bundle.create(tmp, spec)
+        fp32 = bundle.add_file(tmp / "model.onnx", "model.onnx", name="onnx-fp32", format="onnx",
+                               precision="fp32", backend="onnxruntime", tools=tools, notes=notes)
+        bundle.info["source"] = model
+        kept, dropped = _carry_over(old, bundle, fp32)
+        bundle.save()
+    if dropped:
+        hooks.log(f"dropped from the old bundle (stale for the new model): {', '.join(dropped)}")
+    if kept:
+        hooks.log(f"kept from the old bundle (same FP32 model and spec): {', '.join(kept)}")
+    return ExportResult(out, made=["onnx-fp32"], kept=kept, dropped=dropped)
+
+
+def _make_onnx(model: str, dest: Path, weights: str | None, spec_path: str | None, opset: int,
+               hooks: Hooks) -> tuple[Any, dict[str, str], dict[str, Any]]:
+    """The FP32 ONNX from whichever MODEL form was given: (spec, tools, notes)."""
+    if model.endswith(".onnx"):
+        return _import_onnx(Path(model), dest, spec_path)
+    if model.endswith(".tflite"):
+        from heatdeploy.exporters.tflite import import_tflite_onnx
+
+        with hooks.status(f"converting {model} to ONNX"):
+            spec, tools, notes = import_tflite_onnx(Path(model), dest, spec_path, opset=opset)
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in notes.get("max_abs_diff", {}).items())
+        hooks.log(f"converted {model} to ONNX opset {notes['opset']} via {notes['converter']}"
+                  + (f"; max |ORT - OpenVINO f32 on the .tflite|: {diffs}" if diffs else ""))
+        return spec, tools, notes
+    from heatdeploy.exporters.onnx import export_onnx
+    from heatdeploy.exporters.sources import load_torch_model
+
+    with hooks.status(f"loading {model}"):
+        module, spec = load_torch_model(model, weights=weights, spec_path=spec_path)
+    with hooks.status(f"exporting {model} to ONNX (opset {opset})"):
+        rep = export_onnx(module, spec, dest, opset=opset)
+    diffs = ", ".join(f"{k} {v:.2e}" for k, v in rep.max_abs_diff.items())
+    hooks.log(f"exported ONNX opset {rep.opset} via {rep.exporter}; max |ORT FP32 - torch|: {diffs}")
+    notes = {"opset": rep.opset, "exporter": rep.exporter, "max_abs_diff_vs_torch": rep.max_abs_diff,
+             "optimized": rep.optimized, "export_notes": rep.notes}
+    return spec, rep.tools, notes
+
+
+def _import_onnx(src: Path, dest: Path, spec_path: str | None) -> tuple[Any, dict[str, str], dict[str, Any]]:
+    """A user's .onnx as the FP32 artifact: spec from --spec or its metadata, checked against the graph."""
+    import onnx
+
+    from heatdeploy.exporters.onnx import check_spec_against_graph, embed_spec, load_model_proto, read_spec
+    from heatdeploy.fsutil import atomic_path
+    from heatdeploy.spec import ModelSpec, SpecError
+
+    proto = load_model_proto(src)
+    spec = ModelSpec.load(spec_path) if spec_path else read_spec(proto)
+    if spec is None:
+        raise SpecError(f"{src}: carries no heatdeploy spec; pass --spec SPEC.json")
+    check_spec_against_graph(proto, spec)
+    embed_spec(proto, spec)
+    with atomic_path(dest) as tmp:
+        onnx.save(proto, str(tmp))
+    return spec, {"onnx": onnx.__version__}, {"imported_from": str(src)}
+
+
+# --- export target: never delete what export did not make ----------------------------------------------
+def check_export_target(out: Path) -> None:
+    """Refuse an ``--out`` inside a file before any work (the bundle's staged_dir refuses a file or a foreign
+    folder *at* ``out`` unless forced)."""
+    parent = next((p for p in out.absolute().parents if os.path.lexists(p)), None)
+    if parent is not None and not parent.is_dir():
+        raise ExportTargetError(f"{parent}: is a file, so --out {out} cannot be a folder inside it; choose "
+                                "another --out")
+
+
+def _load_old(out: Path) -> Any:
+    """The bundle at ``out`` to carry artifacts over from, or None (new folder, or unreadable manifest)."""
+    from heatdeploy.bundle import Bundle, is_bundle
+
+    if not out.is_dir() or not is_bundle(out):
+        return None
+    try:
+        return Bundle.load(out, verify=False)
+    except HeatdeployError:
+        return None
+
+
+def _old_artifacts(out: Path) -> list[str]:
+    old = _load_old(out)
+    return [a.name for a in old.artifacts] if old is not None else []
+
+
+def _carry_over(old: Any, bundle: Any, fp32: Any) -> tuple[list[str], list[str]]:
+    """Copy the old bundle's other artifacts into the new one when they were made from this same FP32 model.
+
+    Same model = same ONNX bytes (the export is deterministic) and the same spec; a file that no longer matches
+    its manifest hash is dropped too. Returns (kept, dropped) artifact names.
+    """
+    from heatdeploy.fsutil import sha256_file
+
+    if old is None:
+        return [], []
+    others = [a for a in old.artifacts if a.name != fp32.name]
+    old_fp32 = next((a for a in old.artifacts if a.name == fp32.name), None)
+    same = old_fp32 is not None and old_fp32.sha256 == fp32.sha256 and old.spec.to_dict() == bundle.spec.to_dict()
+    if not same:
+        return [], [a.name for a in others]
+    kept, dropped = [], []
+    for art in others:
+        files = {art.path: art.sha256, **art.extra_files}
+        try:
+            srcs = {rel: old.path_of(rel) for rel in files}
+            intact = all(p.is_file() and sha256_file(p) == digest for p, digest in
+                         ((srcs[rel], d) for rel, d in files.items()))
+        except HeatdeployError:
+            intact = False
+        if not intact:
+            dropped.append(art.name)
+            continue
+        for rel, src in srcs.items():
+            dest = bundle.path_of(rel)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+        bundle.artifacts.append(replace(art))
+        kept.append(art.name)
+    return kept, dropped
+
+
+# --- calibrate ---------------------------------------------------------------------------------------
+def calibrate(bundle: str | Path, data: str, *, method: str = "auto", calib_size: int | None = None,
+              seed: int = 0, keep_fp32: str = "auto", symmetric: bool = SYMMETRIC_ACTIVATIONS,
+              activation_type: str = "auto", hooks: Hooks = QUIET) -> Any:
+    """``heatdeploy calibrate``: add the ORT INT8 artifact (model.int8.onnx + ranges) to ``bundle``.
+
+    Returns the calibration report (``summary()``, ranges, what stayed FP32).
+    """
+    opts = Int8Options(calib=data, method=method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
+                       activation_type=activation_type, symmetric_activations=symmetric)
+    return add_int8(Path(bundle), opts, hooks=hooks)
+
+
+def add_int8(bundle: str | Path, calib: str | Int8Options | None, *, hooks: Hooks = QUIET, **options: Any) -> Any:
+    """Calibrate and add the ORT INT8 artifact; log what stayed FP32 and what runs INT8.
+
+    ``calib`` is the data (with ``options`` as :class:`Int8Options` fields) or a whole Int8Options.
+    """
+    from heatdeploy.calibration.artifact import add_onnx_int8
+
+    opts = calib if isinstance(calib, Int8Options) else Int8Options(calib=calib, **options)
+    with hooks.status(f"calibrating INT8 ({opts.method}) on {opts.calib}"):
+        art, report = add_onnx_int8(Path(bundle), opts.calib or "synthetic", method=opts.method,
+                                    calib_size=opts.calib_size, seed=opts.seed, keep_fp32=opts.keep_list(),
+                                    activation_type=opts.activation_type,
+                                    symmetric_activations=opts.symmetric_activations)
+    hooks.log(f"INT8 artifact {art.name}: {report.summary()}")
+    return report
+
+
+# --- parity ------------------------------------------------------------------------------------------
+def parity(bundle: str | Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
+           tolerance: str = "default", out: str | Path | None = None, limit: int | None = None,
+           backend: str | None = None, floor: bool = True, hooks: Hooks = QUIET) -> Any:
+    """``heatdeploy parity``: compare ``candidate`` with the FP32 ``reference`` on keypoints.
+
+    Returns the parity result (``passed``, ``exit_code``, ``headline()``, the checks); writes parity.json and
+    parity.html under ``out`` and records the verdict in the bundle's manifest. A failed gate is a result,
+    not an exception.
+    """
+    return parity_bundle(Path(bundle), candidate, reference=reference, data=data, tolerance=tolerance,
+                         out=Path(out) if out is not None else None, limit=limit, backend=backend, floor=floor,
+                         hooks=hooks)[0]
+
+
+def parity_bundle(bundle: Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
+                  tolerance: str = "default", out: Path | None = None, limit: int | None = None,
+                  backend: str | None = None, floor: bool = True, hooks: Hooks = QUIET) -> tuple[Any, int]:
+    """:func:`parity` plus its exit code (0 pass, 1 out of tolerance)."""
+    from heatdeploy.parity import parity_command
+
+    desc = f"parity {candidate} vs {reference}"
+    report = hooks.progress
+    return parity_command(bundle, candidate, reference, data, tolerance, out, limit=limit, backend=backend,
+                          floor=floor, progress=(lambda d, t: report(desc, d, t)) if report else None)
+
+
+# --- evaluate ----------------------------------------------------------------------------------------
+def evaluate(bundle: str | Path, data: str | Path | None = None, *, precision: str | None = None,
+             backend: str | None = None, artifact: str | None = None, hooks: Hooks = QUIET) -> dict[str, Any]:
+    """``heatdeploy eval``: PCK@0.05 and existence accuracy of an artifact against a labelled split.
+
+    ``data`` defaults to the shipped evaluation split. Returns the report as a dict (metric -> value).
+    """
+    return eval_bundle(Path(bundle), Path(data) if data is not None else None, precision=precision,
+                       backend=backend, artifact=artifact, hooks=hooks)
+
+
+def eval_bundle(bundle: Path, data: Path | None = None, *, precision: str | None = None,
+                backend: str | None = None, artifact: str | None = None, hooks: Hooks = QUIET) -> dict[str, Any]:
+    from heatdeploy.evaluate import evaluate as score
+    from heatdeploy.models.evalset import EVAL_DIR, read_labelled_set
+    from heatdeploy.runtime import Pipeline
+
+    split = read_labelled_set(data or EVAL_DIR)
+    pipe = Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend)
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        if hooks.progress is not None:
+            hooks.progress("evaluating", done[0], len(split.files))
+
+    _, report = score(pipe, split, advance=advance)
+    report["artifact"] = pipe.artifact.name if pipe.artifact else str(bundle)
+    report["backend"] = pipe.backend_name
+    return report
