@@ -126,6 +126,15 @@ class BoxFile:
         return None
 
 
+def track_box(keypoints: np.ndarray, present: np.ndarray, min_present: float) -> np.ndarray | None:
+    """The box around a frame's present keypoints, or None (use the full frame) when too few are present."""
+    ok = np.asarray(present, bool) & np.isfinite(keypoints).all(axis=-1)
+    if ok.sum() < max(2, int(np.ceil(min_present * len(ok)))):
+        return None
+    pts = keypoints[ok]
+    return np.concatenate([pts.min(axis=0), pts.max(axis=0)]).astype(np.float64)
+
+
 # --- the pipeline --------------------------------------------------------------------------------
 
 
@@ -140,6 +149,8 @@ class StreamConfig:
     smooth: OneEuroFilter | None = None
     labels: str = "none"
     fps: float | None = None  # for timestamps when the source has none (images)
+    track: bool = False  # crop each frame around the previous frame's keypoints (top-down models)
+    track_min_present: float = 0.3  # fraction of keypoints present below which tracking falls back
 
 
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
@@ -185,9 +196,17 @@ class Stream:
         if self.cfg.smooth is not None and pipe.spec.head == "centers":
             raise StreamError("--smooth: this model finds several people per frame without identities across "
                               "frames, so their keypoints cannot be filtered over time; drop --smooth")
+        if self.cfg.track and pipe.spec.head == "centers":
+            raise StreamError("--track: this model finds several people per frame; tracking one box from the "
+                              "previous frame needs a single-person (top-down) model")
+        if self.cfg.track and self.cfg.batch_size != 1:
+            raise StreamError(f"--track needs batch size 1 (got {self.cfg.batch_size}): each frame's box comes "
+                              "from the frame before")
         self.on_progress = on_progress
+        self._next_box: queue.Queue = queue.Queue(1)  # tracking: main thread -> preprocess, one box per frame
         self.stats = StreamStats()
         self._stop = threading.Event()
+        self._tracked = False  # tracking: the first frame has no previous one
         depth = max(1, self.cfg.depth)
         self._frames: queue.Queue = queue.Queue(depth * self.cfg.batch_size)
         self._prepped: queue.Queue = queue.Queue(depth)
@@ -227,17 +246,25 @@ class Stream:
                     break
                 frames.append(item)
             if frames:
+                boxes = self._boxes(frames)
+                if boxes is _END:
+                    return
                 t0 = time.perf_counter()
-                batch = self.pipe.preprocess([f.image for f in frames], self._boxes(frames))
+                batch = self.pipe.preprocess([f.image for f in frames], boxes)
                 self.stats.add("preprocess", time.perf_counter() - t0)
-                if not _put(self._prepped, (frames, batch), self._stop):
+                if not _put(self._prepped, (frames, batch, boxes), self._stop):
                     return
         _put(self._prepped, _END, self._stop)
 
-    def _boxes(self, frames: list[Frame]) -> np.ndarray | None:
-        if self.cfg.boxes is None:
-            return None
-        boxes = [self.cfg.boxes(f) for f in frames]
+    def _boxes(self, frames: list[Frame]) -> Any:
+        """Boxes for a batch: user boxes, else (tracking) the previous frame's, else None (whole frames)."""
+        boxes = [None if self.cfg.boxes is None else self.cfg.boxes(f) for f in frames]
+        if self.cfg.track and self._tracked:
+            tracked = _get(self._next_box, self._stop)  # waits for the previous frame's keypoints
+            if tracked is _END:
+                return _END
+            boxes[0] = tracked if boxes[0] is None else boxes[0]  # a user box for this frame wins
+        self._tracked = True
         if all(b is None for b in boxes) and self.pipe.spec.input.resize != "crop":
             return None
         return np.stack([full_frame_box(*f.image.shape[:2]) if b is None else b for f, b in zip(frames, boxes,
@@ -249,11 +276,11 @@ class Stream:
             if item is _END or isinstance(item, _Failed):
                 _put(self._inferred, item, self._stop)
                 return
-            frames, batch = item
+            frames, batch, boxes = item
             t0 = time.perf_counter()
             outputs = self.pipe.infer(batch.tensor)
             self.stats.add("infer", time.perf_counter() - t0)
-            if not _put(self._inferred, (frames, batch, outputs), self._stop):
+            if not _put(self._inferred, (frames, batch, boxes, outputs), self._stop):
                 return
 
     def run(self) -> StreamStats:
@@ -319,9 +346,13 @@ class Stream:
         if errors:
             raise errors[0]
 
-    def _finish(self, frames: list[Frame], batch: Any, outputs: dict[str, np.ndarray]) -> None:
+    def _finish(self, frames: list[Frame], batch: Any, boxes: np.ndarray | None,
+                outputs: dict[str, np.ndarray]) -> None:
         t0 = time.perf_counter()
         pred = self.pipe.decode(outputs, batch.transforms, batch.image_sizes)
+        if self.cfg.track:  # from the raw keypoints: smoothing must not steer the crop
+            _put(self._next_box, track_box(pred.keypoints[-1], pred.present[-1], self.cfg.track_min_present),
+                 self._stop)
         if self.cfg.smooth is not None:
             self._smooth(pred, frames)
         records = pred.to_records(self.pipe.spec.keypoints)
@@ -330,6 +361,8 @@ class Stream:
         for i, (frame, rec) in enumerate(zip(frames, records, strict=True)):
             head = {"frame": frame.index, "name": frame.name, "timestamp": _round(frame.timestamp)}
             head["image" if self.source.kind == "images" else "source"] = frame.source
+            if boxes is not None:
+                head["box"] = [round(float(v), 2) for v in boxes[i]]
             result = FrameResult(frame, {**head, **rec}, pred.keypoints[i], pred.scores[i], pred.presence[i],
                                  pred.present[i], self.pipe.spec.skeleton, self.pipe.spec.keypoints,
                                  self.cfg.labels)
@@ -357,4 +390,4 @@ def run_stream(pipe: Pipeline, source: Any, sinks: Sequence[Sink], config: Strea
 
 
 __all__ = ["STAGES", "BoxFile", "Stream", "StreamConfig", "StreamError", "StreamStats", "full_frame_box",
-           "run_stream"]
+           "run_stream", "track_box"]

@@ -368,3 +368,42 @@ def test_frames_at_the_input_size_skip_the_warp_with_identical_pixels():
     want = cv2.warpAffine(odd, m[0], (48, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=(float(spec.pad_value),) * 3)
     np.testing.assert_array_equal(Preprocessor(spec)._warp([odd], m)[0], want)
+
+
+# --- ROI tracking --------------------------------------------------------------------------------
+
+
+def test_track_box_and_its_fall_back():
+    from heatdeploy.runtime.stream import track_box
+
+    kps = np.array([[10.0, 20.0], [30.0, 5.0], [np.nan, np.nan], [400.0, 400.0]])
+    present = np.array([True, True, True, False])
+    assert track_box(kps, present, 0.3).tolist() == [10.0, 5.0, 30.0, 20.0]  # NaN and absent points ignored
+    assert track_box(kps, present, 0.9) is None  # 2 of 4 usable: below 90%, the whole frame instead
+
+
+def test_tracking_crops_each_frame_around_the_previous_frames_keypoints(tiny_bundle, tmp_path):
+    from heatdeploy.runtime import Pipeline
+    from heatdeploy.runtime.stream import track_box
+
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (96, 72))
+    rng = np.random.default_rng(3)
+    for _ in range(12):
+        w.write(rng.integers(0, 256, (72, 96, 3), dtype=np.uint8))
+    w.release()
+    pipe = Pipeline.load(tiny_bundle)
+    sink = JsonlSink(tmp_path / "t.jsonl")
+    run_stream(pipe, open_source([str(clip)]), [sink], StreamConfig(track=True, track_min_present=0.5))
+    got = _lines(tmp_path / "t.jsonl")
+    box, used = None, 0
+    for frame, rec in zip(open_source([str(clip)]), got, strict=True):  # the same thing, one frame at a time
+        pred = pipe.predict([frame.image], boxes=None if box is None else box[None])
+        want = np.array([[k["x"], k["y"]] for k in rec["keypoints"]])
+        np.testing.assert_allclose(want, pred.keypoints[0], atol=0.006)
+        assert ("box" in rec) == (box is not None)
+        used += box is not None
+        box = track_box(pred.keypoints[0], pred.present[0], 0.5)
+    assert used >= 3  # the test exercises tracked crops, not only the fall-back
+    with pytest.raises(StreamError, match="--track needs batch size 1"):
+        run_stream(pipe, open_source([str(clip)]), [], StreamConfig(track=True, batch_size=4))
