@@ -14,6 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from heatdeploy.errors import ModelOutputError
 from heatdeploy.spec import ModelSpec
 
 # DARK skips keypoints whose log-heatmap Hessian determinant is this close to zero (a flat
@@ -59,19 +60,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _check_heatmaps(heatmaps: np.ndarray, spec: ModelSpec, what: str) -> None:
-    """Raise a ValueError naming both shapes when heatmaps do not fit the spec."""
+    """Raise a ModelOutputError naming both shapes when heatmaps do not fit the spec."""
     k = spec.num_keypoints
     h, w = spec.heatmap_size
     if heatmaps.ndim != 4:
-        raise ValueError(f"{what}: expected a 4-D [N,K,h,w] array, got shape {heatmaps.shape}")
+        raise ModelOutputError(f"{what}: expected a 4-D [N,K,h,w] array, got shape {heatmaps.shape}")
     if heatmaps.shape[1] != k:
-        raise ValueError(
+        raise ModelOutputError(
             f"{what}: got {heatmaps.shape[1]} keypoint channels (shape {heatmaps.shape} as [N,K,h,w]) "
             f"but the spec has {k} keypoints ({', '.join(spec.keypoints)}); "
             "set heatmap.channels or heatmap.layout in the spec"
         )
     if heatmaps.shape[2:] != (h, w):
-        raise ValueError(
+        raise ModelOutputError(
             f"{what}: heatmap size {heatmaps.shape[2]}x{heatmaps.shape[3]} (shape {heatmaps.shape} as "
             f"[N,K,h,w]) but the spec expects {h}x{w} (input {spec.input.height}x{spec.input.width} / "
             f"stride {spec.heatmap.stride})"
@@ -83,7 +84,7 @@ def select_heatmaps(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
     raw = np.asarray(raw)
     layout = spec.heatmap.layout
     if raw.ndim != 4:
-        raise ValueError(
+        raise ModelOutputError(
             f"heatmap output {spec.heatmap.name!r}: expected a 4-D {layout} tensor, got shape {raw.shape}"
         )
     hm = raw.transpose(0, 3, 1, 2) if layout == "NHWC" else raw
@@ -92,7 +93,7 @@ def select_heatmaps(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
         idx = np.asarray(channels, dtype=np.intp)
         c = hm.shape[1]
         if idx.size and (idx.min() < -c or idx.max() >= c):
-            raise ValueError(
+            raise ModelOutputError(
                 f"heatmap output {spec.heatmap.name!r}: heatmap.channels {list(channels)} out of range "
                 f"for {c} channels (raw shape {raw.shape}, layout {layout})"
             )
@@ -106,12 +107,12 @@ def existence_probability(raw: np.ndarray | None, spec: ModelSpec, n: int) -> np
     if raw is None:
         return None
     if spec.existence is None:
-        raise ValueError("got an existence output but the spec has no existence head (spec.existence)")
+        raise ModelOutputError("got an existence output but the spec has no existence head (spec.existence)")
     ex = spec.existence
     k = spec.num_keypoints
     arr = np.asarray(raw, dtype=np.float32)
     if arr.ndim == 0 or arr.shape[0] != n:
-        raise ValueError(f"existence output {ex.name!r}: shape {arr.shape} does not match a batch of {n}")
+        raise ModelOutputError(f"existence output {ex.name!r}: shape {arr.shape} does not match a batch of {n}")
     if arr.ndim > 2 and all(d == 1 for d in arr.shape[2:]):
         arr = arr.reshape(arr.shape[:2])
     want = 1 if ex.per == "instance" else k
@@ -119,7 +120,7 @@ def existence_probability(raw: np.ndarray | None, spec: ModelSpec, n: int) -> np
         arr = arr[:, None]
     if arr.ndim != 2 or arr.shape[1] != want:
         expected = f"[{n},1]" if ex.per == "instance" else f"[{n},{k}] or [{n},{k},1]"
-        raise ValueError(
+        raise ModelOutputError(
             f"existence output {ex.name!r}: got shape {np.asarray(raw).shape}, expected {expected} "
             f"(existence.per = {ex.per!r}, {k} keypoints)"
         )

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from heatdeploy.errors import ModelOutputError
 from heatdeploy.runtime.decode import (
     Decoded,
     HeatmapCodec,
@@ -45,8 +46,8 @@ def grid_stride(spec: ModelSpec) -> float:
 
 def _output(outputs: Mapping[str, np.ndarray], name: str, role: str) -> np.ndarray:
     if name not in outputs:
-        raise ValueError(f"{role} output {name!r} missing; the engine returned {sorted(outputs)}; "
-                         "fix the name in the spec")
+        raise ModelOutputError(f"{role} output {name!r} missing; the engine returned {sorted(outputs)}; "
+                               "fix the name in the spec")
     return np.asarray(outputs[name])
 
 
@@ -92,13 +93,13 @@ def _decode_simcc(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded
     y = np.asarray(_output(outputs, sc.y_name, "simcc y"), dtype=np.float32)
     k = spec.num_keypoints
     if x.ndim != 3 or y.ndim != 3 or x.shape[1] != k or y.shape[1] != k:
-        raise ValueError(f"simcc outputs {sc.x_name!r} {x.shape} / {sc.y_name!r} {y.shape}: expected [N,{k},L] "
-                         f"each ({k} keypoints in the spec)")
+        raise ModelOutputError(f"simcc outputs {sc.x_name!r} {x.shape} / {sc.y_name!r} {y.shape}: expected "
+                               f"[N,{k},L] each ({k} keypoints in the spec)")
     want = (round(spec.input.width * sc.split_ratio), round(spec.input.height * sc.split_ratio))
     if (x.shape[2], y.shape[2]) != want:
-        raise ValueError(f"simcc outputs have {x.shape[2]} x-bins and {y.shape[2]} y-bins but input "
-                         f"{spec.input.width}x{spec.input.height} at split_ratio {sc.split_ratio} gives {want}; "
-                         "fix simcc.split_ratio or the input size")
+        raise ModelOutputError(f"simcc outputs have {x.shape[2]} x-bins and {y.shape[2]} y-bins but input "
+                               f"{spec.input.width}x{spec.input.height} at split_ratio {sc.split_ratio} gives "
+                               f"{want}; fix simcc.split_ratio or the input size")
     logits = sc.activation == "logits"
     coords, raw = decode_simcc(x, y, sc.split_ratio, refine=sc.refine, log_domain=logits)
     scores = _sigmoid(raw) if logits else raw.astype(np.float32)
@@ -146,9 +147,9 @@ def select_centers(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
     shape = (h, w, 1) if c.layout == "NHWC" else (1, h, w)
     if arr.ndim != 4 or arr.shape[1:] != shape:
         want = "[N,h,w,1]" if c.layout == "NHWC" else "[N,1,h,w]"
-        raise ValueError(f"centre output {c.name!r}: shape {arr.shape}, expected {want} with h,w = {h},{w} "
-                         f"(input {spec.input.height}x{spec.input.width} / stride {c.stride}); check centers.layout "
-                         "and centers.stride")
+        raise ModelOutputError(f"centre output {c.name!r}: shape {arr.shape}, expected {want} with h,w = "
+                               f"{h},{w} (input {spec.input.height}x{spec.input.width} / stride {c.stride}); "
+                               "check centers.layout and centers.stride")
     maps = arr[..., 0] if c.layout == "NHWC" else arr[:, 0]
     return _sigmoid(maps) if c.activation == "logits" else np.ascontiguousarray(maps)
 
@@ -163,8 +164,9 @@ def _decode_centers(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decod
     if c.layout == "NHWC" and off.ndim == 4:
         off = off.transpose(0, 3, 1, 2)
     if off.shape != (n, 2 * k, h, w):
-        raise ValueError(f"offsets output {c.offsets!r}: shape {np.asarray(outputs[c.offsets]).shape}, expected "
-                         f"{2 * k} channels ((dx, dy) for {k} keypoints) at {h}x{w} in layout {c.layout}")
+        raise ModelOutputError(f"offsets output {c.offsets!r}: shape {np.asarray(outputs[c.offsets]).shape}, "
+                               f"expected {2 * k} channels ((dx, dy) for {k} keypoints) at {h}x{w} in layout "
+                               f"{c.layout}")
     kp_maps = _heatmaps(spec, outputs, True) if spec.heatmap is not None else None
     inst = decode_centers(centers, off.reshape(n, k, 2, h, w), max_instances=c.max_instances,
                           threshold=c.threshold, kernel=c.pool_kernel, nms_distance=c.nms_distance,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from heatdeploy.errors import HeatdeployError
+from heatdeploy.errors import HeatdeployError, InputError
 from heatdeploy.spec import InputSpec
 
 # Person boxes are enlarged by this factor before cropping, as MMPose's top-down pipeline does,
@@ -100,7 +100,7 @@ def input_affines(spec: InputSpec, image_sizes: np.ndarray, boxes: np.ndarray | 
     out_w, out_h = float(spec.width), float(spec.height)
     if boxes is None:
         if spec.resize == "crop":
-            raise ValueError(
+            raise InputError(
                 "input.resize is 'crop': pass one person box (x1, y1, x2, y2) per image, e.g. from a detector"
             )
         centre = (sizes[:, ::-1] - 1.0) / 2.0  # (cx, cy)
@@ -121,11 +121,11 @@ def _box_regions(boxes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Box centres and padded (w, h); boxes are in the same pixel-centre coordinates as keypoints."""
     b = np.asarray(boxes, dtype=np.float64)
     if b.shape != (n, 4):
-        raise ValueError(f"boxes: expected shape ({n}, 4) — one (x1, y1, x2, y2) per image — got {b.shape}")
+        raise InputError(f"boxes: expected shape ({n}, 4) — one (x1, y1, x2, y2) per image — got {b.shape}")
     if not np.isfinite(b).all():
-        raise ValueError("boxes: contain NaN or infinity; drop those detections before preprocessing")
+        raise InputError("boxes: contain NaN or infinity; drop those detections before preprocessing")
     if (b[:, 2:] < b[:, :2]).any():
-        raise ValueError("boxes: expected x2 >= x1 and y2 >= y1 (x1, y1, x2, y2 order)")
+        raise InputError("boxes: expected x2 >= x1 and y2 >= y1 (x1, y1, x2, y2 order)")
     centre = (b[:, :2] + b[:, 2:]) / 2.0
     span = np.maximum(b[:, 2:] - b[:, :2], 1.0) * BOX_PADDING  # a degenerate box still crops 1 px
     return centre, span
