@@ -16,10 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from heatdeploy.calibration import SYMMETRIC_ACTIVATIONS
 from heatdeploy.errors import HeatdeployError
 
-# ORT INT8 activations: asymmetric unless the target needs zero point 0 (TensorRT). One value for every caller.
-SYMMETRIC_ACTIVATIONS = False
 FORMATS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
            "tensorrt": ("fp32", "fp16", "int8")}
 KEEP_MODES = ("auto", "base", "none")

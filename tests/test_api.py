@@ -80,3 +80,22 @@ def test_hooks_report_progress(random_reference_bundle):
     hooks = Hooks(progress=lambda d, n, t: seen.append((d, n, t)))
     heatdeploy.evaluate(random_reference_bundle, SAMPLES_DIR, hooks=hooks)
     assert seen and seen[-1][1] == seen[-1][2] == len(list(SAMPLES_DIR.glob("*.jpg")))
+
+
+def test_symmetric_activations_default_is_one_constant():
+    """Every INT8 entry point takes its default from heatdeploy.calibration.SYMMETRIC_ACTIVATIONS (asymmetric)."""
+    import dataclasses
+    import inspect
+
+    pytest.importorskip("onnxruntime")
+    from heatdeploy.api import Int8Options, calibrate
+    from heatdeploy.calibration import SYMMETRIC_ACTIVATIONS
+    from heatdeploy.calibration.artifact import add_onnx_int8
+    from heatdeploy.calibration.quantize import quantize_onnx_int8
+
+    assert SYMMETRIC_ACTIVATIONS is False
+    defaults = [inspect.signature(quantize_onnx_int8).parameters["symmetric_activations"].default,
+                inspect.signature(add_onnx_int8).parameters["symmetric_activations"].default,
+                inspect.signature(calibrate).parameters["symmetric"].default,
+                {f.name: f.default for f in dataclasses.fields(Int8Options)}["symmetric_activations"]]
+    assert defaults == [SYMMETRIC_ACTIVATIONS] * 4

@@ -12,6 +12,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+# ORT INT8 activations: asymmetric (fewer Q/DQ pairs, closer to FP32 on ORT's CPU kernels) unless the target
+# needs zero point 0 (TensorRT asks for symmetric). The one default every quantizer and caller uses.
+SYMMETRIC_ACTIVATIONS = False
+
 _EXPORTS = {
     "CalibrationError": "sources",
     "CalibrationSource": "sources",

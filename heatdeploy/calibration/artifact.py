@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from heatdeploy.bundle import Artifact, Bundle
+from heatdeploy.calibration import SYMMETRIC_ACTIVATIONS
 
 INT8_NAME = "onnx-int8"
 INT8_PATH = "model.int8.onnx"
@@ -15,7 +16,7 @@ TRT_CACHE = "calibration.cache"
 
 def add_onnx_int8(bundle_dir: str | Path, calib: str, *, method: str = "auto", calib_size: int | None = None,
                   seed: int = 0, keep_fp32: str | list[str] = "auto", every_n: int = 10,
-                  symmetric_activations: bool = False, **options: Any) -> tuple[Artifact, Any]:
+                  symmetric_activations: bool = SYMMETRIC_ACTIVATIONS, **options: Any) -> tuple[Artifact, Any]:
     """Quantize the bundle's FP32 ONNX from ``calib`` and record model, ranges and TensorRT cache in it.
 
     Activations are asymmetric by default: on ORT's CPU kernels that left 15 Q/DQ nodes instead of 45 on

@@ -49,6 +49,7 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from heatdeploy import __version__
+from heatdeploy.calibration import SYMMETRIC_ACTIVATIONS
 from heatdeploy.calibration.cache import CalibrationCache, cache_key
 from heatdeploy.calibration.collect import (
     METHODS,
@@ -150,7 +151,7 @@ def quantize_onnx_int8(
     keep_fp32: str | Sequence[str] = "auto",
     calib_batch: int = 8,
     activation_type: str = "auto",
-    symmetric_activations: bool = True,
+    symmetric_activations: bool = SYMMETRIC_ACTIVATIONS,
     num_bins: int = 2048,
     num_quantized_bins: int = 256,
     sensitivity_threshold: float = 0.1,

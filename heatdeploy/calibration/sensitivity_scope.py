@@ -31,9 +31,9 @@ def sensitive_onnx_nodes(onnx_path: str | Path, spec: Any, source: Any, **option
     from heatdeploy.calibration.quantize import quantize_onnx_int8
 
     with tempfile.TemporaryDirectory(prefix="heatdeploy-sens-") as tmp:
-        # the same options as add_onnx_int8's defaults, so its cached result answers
+        # add_onnx_int8's defaults (SYMMETRIC_ACTIVATIONS included), so its cached result answers
         report = quantize_onnx_int8(onnx_path, Path(tmp) / "int8.onnx", spec, source, keep_fp32="auto",
-                                    **{"symmetric_activations": False, **options})
+                                    **options)
     kept = {row["node"]: report.excluded[row["node"]] for row in report.sensitivity if row["kept_fp32"]}
     note = (f"ORT per-layer sensitivity ({report.sensitivity_note}; cache: {report.cache}): "
             f"{len(kept)} ONNX nodes kept float")
