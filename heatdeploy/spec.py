@@ -8,6 +8,7 @@ artifact can be decoded by the same runtime code.
 from __future__ import annotations
 
 import json
+import stat
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from typing import Any, Literal
 from heatdeploy.errors import HeatdeployError
 
 SCHEMA_VERSION = 1
+MAX_SPEC_CHARS = 1 << 20  # a spec is a few KiB
 METADATA_KEY = "heatdeploy.spec"
 
 Layout = Literal["NCHW", "NHWC"]
@@ -22,10 +24,14 @@ ColorOrder = Literal["RGB", "BGR"]
 ResizeMode = Literal["letterbox", "stretch", "crop"]
 Activation = Literal["logits", "probabilities"]
 ExistencePer = Literal["keypoint", "instance"]
-Align = Literal["center", "udp"]
+# Named heatmap coordinate conventions (heatdeploy.runtime.codecs): where a heatmap pixel sits in the input,
+# and the trainer's DARK kernel and border rules. "center" and "udp" are the older names of the first and third.
+Align = Literal["pixel-centre", "mmpose-msra", "mmpose-udp", "mediapipe", "center", "udp"]
+ALIGNMENTS: tuple[str, ...] = ("pixel-centre", "mmpose-msra", "mmpose-udp", "mediapipe", "center", "udp")
+_ALIAS = {"center": "pixel-centre", "udp": "mmpose-udp"}
 DecoderName = Literal["argmax", "quarter", "dark", "soft_argmax"]
 CoordUnits = Literal["pixels", "normalized"]
-HeadKind = Literal["heatmap", "simcc", "centers", "landmarks"]
+HeadKind = Literal["heatmap", "simcc", "centers", "landmarks", "paf"]
 
 
 class SpecError(HeatdeployError, ValueError):
@@ -84,14 +90,21 @@ class HeatmapSpec:
     layout: Layout = "NCHW"
     stride: int = 4
     activation: Activation = "probabilities"  # logits: peak scores go through a sigmoid
-    align: Align = "center"  # center: x_hm = (x_in + 0.5) / stride - 0.5 ; udp: x_hm = x_in * (w-1)/(W-1)
+    # pixel-centre/center: x_in = (x_hm + 0.5) * stride - 0.5 ; mmpose-msra, mediapipe: x_in = x_hm * W/w ;
+    # mmpose-udp/udp: x_in = x_hm * (W-1)/(w-1). Each also fixes its DARK kernel and border rules.
+    align: Align = "center"
     channels: tuple[int, ...] | None = None  # keypoint channels when the tensor holds others too
 
     def validate(self) -> None:
         _choice("heatmap.layout", self.layout, ("NCHW", "NHWC"))
         _choice("heatmap.activation", self.activation, ("logits", "probabilities"))
-        _choice("heatmap.align", self.align, ("center", "udp"))
+        _choice("heatmap.align", self.align, ALIGNMENTS)
         _positive("heatmap.stride", self.stride)
+
+    @property
+    def convention(self) -> str:
+        """The canonical convention name of ``align`` (the older names resolved)."""
+        return _ALIAS.get(self.align, self.align)
 
 
 @dataclass(frozen=True)
@@ -180,6 +193,71 @@ class LandmarksSpec:
         if self.refine_kernel < 0 or (self.refine_kernel and self.refine_kernel % 2 == 0):
             raise SpecError(f"landmarks.refine_kernel: expected 0 or an odd size, got {self.refine_kernel}")
 
+# OpenPose's COCO-18 body (also tf-pose-estimation's and the OpenPose-style trt_pose models): 18 parts, then a
+# background channel, then 38 PAF channels. Each limb is (part a, part b, PAF x channel, PAF y channel) with
+# channels counted from the first PAF channel; the order is OpenPose's (tree limbs first, from the neck).
+OPENPOSE_COCO18_PARTS = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder",
+                         "left_elbow", "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip",
+                         "left_knee", "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear")
+OPENPOSE_COCO18_LIMBS: tuple[tuple[int, int, int, int], ...] = (
+    (1, 2, 12, 13), (1, 5, 20, 21), (2, 3, 14, 15), (3, 4, 16, 17), (5, 6, 22, 23), (6, 7, 24, 25),
+    (1, 8, 0, 1), (8, 9, 2, 3), (9, 10, 4, 5), (1, 11, 6, 7), (11, 12, 8, 9), (12, 13, 10, 11),
+    (1, 0, 28, 29), (0, 14, 30, 31), (14, 16, 34, 35), (0, 15, 32, 33), (15, 17, 36, 37),
+    (2, 16, 18, 19), (5, 17, 26, 27),
+)
+PAF_PRESETS: dict[str, tuple[tuple[int, int, int, int], ...]] = {"openpose-coco18": OPENPOSE_COCO18_LIMBS}
+
+
+@dataclass(frozen=True)
+class PafSpec:
+    """Bottom-up part-affinity fields (OpenPose, tf-pose, trt_pose): limb direction fields group part peaks.
+
+    The part maps are the spec's ``heatmap`` (``heatmap.channels`` picks them out of a shared tensor); the PAFs
+    are ``[N,C,h,w]`` (or NHWC) at the same stride, in their own tensor or the same one (``name`` equal to
+    ``heatmap.name``, ``offset`` = the first PAF channel, 19 for OpenPose's 57-channel output).
+    """
+
+    name: str = "pafs"
+    layout: Layout = "NCHW"
+    offset: int = 0  # channel of the first PAF channel in the tensor
+    limbs: tuple[tuple[int, int, int, int], ...] = ()  # (part a, part b, PAF x, PAF y); empty: the preset's
+    preset: str = "openpose-coco18"
+    max_people: int = 20  # person slots per image (M of the [N,M,K] outputs)
+    peak_threshold: float = 0.1  # part-map probability of a peak
+    pool_kernel: int = 3  # local-maximum window of the peak NMS
+    max_peaks: int = 24  # peaks kept per part and image
+    samples: int = 10  # points sampled along a candidate limb for its PAF line integral
+    min_alignment: float = 0.05  # PAF . limb direction for a sample to count as an inlier
+    min_inliers: float = 0.8  # fraction of inlier samples a limb needs
+    min_parts: int = 3  # parts a person needs
+    min_score: float = 0.2  # mean (part + limb) score a person needs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limbs", tuple(tuple(int(v) for v in limb) for limb in self.limbs))
+
+    def limb_table(self) -> tuple[tuple[int, int, int, int], ...]:
+        """The limbs to use: ``limbs`` when given, else the named preset's table."""
+        return self.limbs or PAF_PRESETS[self.preset]
+
+    def validate(self, num_keypoints: int) -> None:
+        _choice("paf.layout", self.layout, ("NCHW", "NHWC"))
+        if not self.limbs:
+            _choice("paf.preset", self.preset, tuple(PAF_PRESETS))
+        for i, limb in enumerate(self.limb_table()):
+            a, b, cx, cy = limb if len(limb) == 4 else (-1, -1, -1, -1)
+            if not (0 <= a < num_keypoints and 0 <= b < num_keypoints and a != b and cx >= 0 and cy >= 0):
+                raise SpecError(f"paf.limbs[{i}]: expected (part a, part b, PAF x, PAF y) with parts in "
+                                f"[0, {num_keypoints}) and channels >= 0, got {list(limb)}")
+        for key in ("max_people", "max_peaks", "samples", "min_parts"):
+            _positive(f"paf.{key}", getattr(self, key))
+        if self.offset < 0:
+            raise SpecError(f"paf.offset: expected >= 0, got {self.offset}")
+        if self.pool_kernel < 1 or self.pool_kernel % 2 == 0:
+            raise SpecError(f"paf.pool_kernel: expected an odd size >= 1, got {self.pool_kernel}")
+        for key in ("peak_threshold", "min_inliers"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise SpecError(f"paf.{key}: expected 0 <= value <= 1, got {getattr(self, key)}")
+
 
 @dataclass(frozen=True)
 class DecoderSpec:
@@ -216,6 +294,7 @@ class ModelSpec:
     simcc: SimCCSpec | None = None
     centers: CentersSpec | None = None
     landmarks: LandmarksSpec | None = None
+    paf: PafSpec | None = None  # bottom-up: part heatmaps grouped into people by part-affinity fields
     skeleton: tuple[tuple[int, int], ...] = ()
     name: str = "model"
     schema_version: int = SCHEMA_VERSION
@@ -229,6 +308,8 @@ class ModelSpec:
         """Which decoder family the spec selects: the localisation head the coordinates come from."""
         if self.simcc is not None:
             return "simcc"
+        if self.paf is not None:
+            return "paf"
         if self.centers is not None:
             return "centers"
         if self.landmarks is not None:
@@ -237,8 +318,8 @@ class ModelSpec:
 
     @property
     def multi_instance(self) -> bool:
-        """Centre heads find any number of instances per image: outputs carry an instance axis ``[N,M,K]``."""
-        return self.centers is not None
+        """Centre and PAF heads find any number of instances per image: outputs carry an axis ``[N,M,K]``."""
+        return self.centers is not None or self.paf is not None
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
@@ -268,6 +349,8 @@ class ModelSpec:
             names.append(self.landmarks.name)
         if self.heatmap is not None:
             names.append(self.heatmap.name)
+        if self.paf is not None and (self.heatmap is None or self.paf.name != self.heatmap.name):
+            names.append(self.paf.name)
         if self.existence is not None:
             names.append(self.existence.name)
         return tuple(names)
@@ -283,6 +366,9 @@ class ModelSpec:
                 f"schema_version: this heatdeploy reads version {SCHEMA_VERSION}, got "
                 f"{self.schema_version}; upgrade heatdeploy or re-export the spec"
             )
+        from heatdeploy.spec_bounds import check_bounds
+
+        check_bounds(self)  # types, finite numbers, real-model ranges first: the checks below may then compare
         if not self.keypoints:
             raise SpecError("keypoints: the spec names no keypoints; list their names")
         if len(set(self.keypoints)) != len(self.keypoints):
@@ -316,6 +402,13 @@ class ModelSpec:
             raise SpecError("heatmap: the spec has no localisation head; set heatmap (or simcc, centers, landmarks)")
         if self.centers is not None and self.existence is not None:
             raise SpecError("existence: a centre head's instance score is its existence; set existence to null")
+        if self.paf is not None:
+            self.paf.validate(self.num_keypoints)
+            if self.heatmap is None or self.simcc is not None or self.centers is not None or self.landmarks is not None:
+                raise SpecError("paf: a PAF head groups the heatmap's part peaks; set heatmap and drop simcc, "
+                                "centers and landmarks")
+            if self.existence is not None:
+                raise SpecError("existence: a PAF head's person score is its existence; set existence to null")
         names = self.output_names
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -346,6 +439,7 @@ class ModelSpec:
                 simcc=_optional(SimCCSpec, data, "simcc"),
                 centers=_optional(CentersSpec, data, "centers"),
                 landmarks=_optional(LandmarksSpec, data, "landmarks"),
+                paf=_optional(PafSpec, data, "paf"),
                 skeleton=tuple(tuple(e) for e in data.get("skeleton", ())),
                 name=str(data.get("name", "model")),
                 schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
@@ -354,24 +448,37 @@ class ModelSpec:
             return spec.validate()
         except SpecError as exc:
             raise SpecError(f"{source}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{source}: {exc}") from None
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # int(inf), unhashable, ...
+            raise SpecError(f"{source}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+                            ) from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "spec") -> ModelSpec:
+        if len(text) > MAX_SPEC_CHARS:
+            raise SpecError(f"{source}: {len(text)} characters, over the {MAX_SPEC_CHARS} a spec may have")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise SpecError(f"{source}: JSON nested too deeply to be a spec") from None
         return cls.from_dict(data, source)
 
     @classmethod
     def load(cls, path: str | Path) -> ModelSpec:
         p = Path(path)
         try:
-            text = p.read_text()
-        except OSError as exc:
-            raise SpecError(f"{p}: cannot read spec file ({exc.strerror})") from None
+            st = p.stat()
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever
+                raise SpecError(f"{p}: not a regular file; pass a spec JSON file")
+            if st.st_size > MAX_SPEC_CHARS:
+                raise SpecError(f"{p}: {st.st_size} bytes, over the {MAX_SPEC_CHARS} a spec file may have")
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SpecError(f"{p}: not a text file; a spec is JSON") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            raise SpecError(f"{str(p)[:200]}: cannot read spec file ({getattr(exc, 'strerror', None) or exc})"
+                            ) from None
         return cls.from_json(text, str(p))
 
     def save(self, path: str | Path) -> None:

@@ -31,7 +31,8 @@ def split_landmarks(flat: np.ndarray, k: int, fields: tuple[str, ...]) -> dict[s
 
 
 def refine_with_heatmap(
-    coords_hm: np.ndarray, heatmaps: np.ndarray, kernel: int = 7, min_score: float = 0.5
+    coords_hm: np.ndarray, heatmaps: np.ndarray, kernel: int = 7, min_score: float = 0.5,
+    rounding: str = "round",
 ) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe ``RefineLandmarksFromHeatmapCalculator``, vectorised over ``[N,K]``.
 
@@ -45,8 +46,13 @@ def refine_with_heatmap(
     The window is not re-centred on the peak, so a regressed point far from it gives a truncated, biased
     mean: the refinement is accurate only when the peak lies well inside the window.
 
+    ``rounding`` picks the window centre: ``round`` (nearest pixel) or ``truncate`` (toward zero, as
+    MediaPipe's ``int(x * hm_width)`` does; the ``mediapipe`` convention's rule).
+
     Returns refined ``[N,K,2]`` float32 and the window max ``[N,K]`` float32.
     """
+    if rounding not in ("round", "truncate"):
+        raise ValueError(f"refine_with_heatmap: rounding must be 'round' or 'truncate', got {rounding!r}")
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"refine_with_heatmap: kernel must be a positive odd size, got {kernel}")
     hm = np.asarray(heatmaps, dtype=np.float32)
@@ -61,7 +67,8 @@ def refine_with_heatmap(
 
     finite = np.isfinite(pts).all(axis=-1)
     with np.errstate(invalid="ignore"):
-        r = np.rint(np.where(finite[..., None], pts, -1.0).astype(np.float64))
+        safe = np.where(finite[..., None], pts, -1.0).astype(np.float64)
+        r = np.trunc(safe) if rounding == "truncate" else np.rint(safe)
     cx = np.clip(r[..., 0], -1, w).astype(np.intp)  # [N,K]
     cy = np.clip(r[..., 1], -1, h).astype(np.intp)
     centred = finite & (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)

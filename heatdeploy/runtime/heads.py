@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from heatdeploy.errors import ModelOutputError
+from heatdeploy.runtime.codecs.conventions import codec_from_spec
 from heatdeploy.runtime.decode import (
     Decoded,
     HeatmapCodec,
@@ -27,10 +28,11 @@ from heatdeploy.runtime.decode import (
 )
 from heatdeploy.runtime.decode_centers import decode_centers
 from heatdeploy.runtime.decode_landmarks import refine_with_heatmap, split_landmarks
+from heatdeploy.runtime.decode_paf import decode_paf
 from heatdeploy.runtime.decode_simcc import decode_simcc
 from heatdeploy.spec import ModelSpec
 
-__all__ = ["decode_outputs", "grid_stride", "select_centers"]
+__all__ = ["decode_outputs", "grid_stride", "select_centers", "select_pafs"]
 
 
 def grid_stride(spec: ModelSpec) -> float:
@@ -129,7 +131,8 @@ def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Dec
     hm = _heatmaps(spec, outputs, True)
     coords_hm = input_to_heatmap(xy, spec)
     if lm.refine_kernel:
-        coords_hm, scores = refine_with_heatmap(coords_hm, hm, lm.refine_kernel, lm.refine_min_score)
+        rounding = codec_from_spec(spec).window_rounding  # MediaPipe truncates the window centre
+        coords_hm, scores = refine_with_heatmap(coords_hm, hm, lm.refine_kernel, lm.refine_min_score, rounding)
     else:
         scores = hm.reshape(*hm.shape[:2], -1).max(axis=2)
     peaks = argmax_2d(hm)[0].astype(np.int32)
@@ -180,13 +183,43 @@ def _decode_centers(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decod
                    instance_scores=np.where(inst.valid, inst.scores, 0.0).astype(np.float32))
 
 
+def select_pafs(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The engine's PAF tensor -> float32 ``[N,C,h,w]`` from ``paf.offset`` on (parts may share the tensor)."""
+    pa = spec.paf
+    assert pa is not None
+    arr = np.asarray(raw, dtype=np.float32)
+    h, w = spec.heatmap_size
+    need = pa.offset + 1 + max(max(limb[2], limb[3]) for limb in pa.limb_table())
+    maps = arr.transpose(0, 3, 1, 2) if arr.ndim == 4 and pa.layout == "NHWC" else arr
+    if maps.ndim != 4 or maps.shape[2:] != (h, w) or maps.shape[1] < need:
+        raise ModelOutputError(f"paf output {pa.name!r}: shape {arr.shape}, expected {pa.layout} with at least "
+                               f"{need} channels (paf.offset {pa.offset} + the limbs' PAF channels) at {h}x{w}; "
+                               "check paf.layout, paf.offset and paf.limbs")
+    return np.ascontiguousarray(maps[:, pa.offset:])
+
+
+def _decode_paf(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+    pa = spec.paf
+    assert pa is not None
+    parts = _heatmaps(spec, outputs, True)
+    pafs = select_pafs(_output(outputs, pa.name, "paf"), spec)
+    people = decode_paf(parts, pafs, pa.limb_table(), max_people=pa.max_people, peak_threshold=pa.peak_threshold,
+                        pool_kernel=pa.pool_kernel, max_peaks=pa.max_peaks, samples=pa.samples,
+                        min_alignment=pa.min_alignment, min_inliers=pa.min_inliers, min_parts=pa.min_parts,
+                        min_score=pa.min_score)
+    return Decoded(coords_hm=people.coords_hm, coords=heatmap_to_input(people.coords_hm, spec),
+                   scores=people.keypoint_scores, presence=people.keypoint_scores.copy(), present=people.found,
+                   peaks=np.rint(people.coords_hm).astype(np.int32),
+                   instance_scores=people.scores)
+
+
 _DECODERS = {"heatmap": _decode_heatmap, "simcc": _decode_simcc, "landmarks": _decode_landmarks,
-             "centers": _decode_centers}
+             "centers": _decode_centers, "paf": _decode_paf}
 
 
 def decode_outputs(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
     """Raw engine outputs -> keypoints in the head's grid and in model-input pixels, with presence.
 
-    Single-instance heads give ``[N,K,...]`` arrays; centre heads ``[N,M,K,...]`` with ``instance_scores``.
+    Single-instance heads give ``[N,K,...]`` arrays; centre and PAF heads ``[N,M,K,...]`` with ``instance_scores``.
     """
     return _DECODERS[spec.head](spec, outputs)

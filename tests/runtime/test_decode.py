@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-import heatdeploy.runtime.decode as decode_module
+import heatdeploy.runtime.codecs.refine as refine_module
 from heatdeploy.runtime.decode import (
     Decoded,
     HeatmapCodec,
@@ -180,13 +180,13 @@ def test_dark_matches_reference_at_borders_and_where_the_clamp_bites(monkeypatch
     heatmaps[1, 5] = rng.random((h, w)) * 0.1 + np.exp(-((xs - 6.5) ** 2 + (ys - 14.2) ** 2) / 5.0)
     peaks, _ = argmax_2d(heatmaps)
     full_blur_maps = []
-    original = decode_module._dark_modulated_full
+    original = refine_module._dark_modulated_full
 
     def spy(maps: np.ndarray, sel: np.ndarray, *args: object) -> object:
         full_blur_maps.extend(sel.tolist())
         return original(maps, sel, *args)
 
-    monkeypatch.setattr(decode_module, "_dark_modulated_full", spy)
+    monkeypatch.setattr(refine_module, "_dark_modulated_full", spy)
     for kernel in (3, 5, 11):
         got = refine_dark(heatmaps, peaks, kernel)
         want = dark_reference(heatmaps, peaks, kernel)
