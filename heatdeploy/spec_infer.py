@@ -387,10 +387,15 @@ def _tflite_as_onnx(path: Path) -> Iterator[Path]:
 
 
 def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None, seed: int = 0,
-               data: str | Path | None = None, data_size: int = 8) -> tuple[ModelSpec, list[str]]:
-    """Propose a ModelSpec for an ONNX (or .tflite, through the 'tflite' extra) model; see :func:`_infer_onnx`."""
+               data: str | Path | None = None, data_size: int = 8,
+               preset: str | None = None) -> tuple[ModelSpec, list[str]]:
+    """Propose a ModelSpec for an ONNX (or .tflite, through the 'tflite' extra) model; see :func:`_infer_onnx`.
+
+    ``preset`` (mmpose, mediapipe, openpose) sets what the graph cannot show from the trainer family's rules
+    (:mod:`heatdeploy.spec_presets`).
+    """
     path = Path(path)
-    kw = {"keypoint_names": keypoint_names, "seed": seed, "data": data, "data_size": data_size}
+    kw = {"keypoint_names": keypoint_names, "seed": seed, "data": data, "data_size": data_size, "preset": preset}
     if path.suffix.lower() != ".tflite":
         return _infer_onnx(path, **kw)  # type: ignore[arg-type]
     with _tflite_as_onnx(path) as onnx_path:
@@ -416,7 +421,8 @@ def _data_inputs(data: str | Path, size: int, seed: int, name: str, layout: Layo
 
 
 def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, seed: int = 0,
-                data: str | Path | None = None, data_size: int = 8) -> tuple[ModelSpec, list[str]]:
+                data: str | Path | None = None, data_size: int = 8,
+                preset: str | None = None) -> tuple[ModelSpec, list[str]]:
     """Propose a ModelSpec for an ONNX model, with one note per guess saying why it was made.
 
     Shapes come from the graph (shape inference when dims are missing, then one probe run); logits vs
@@ -425,8 +431,13 @@ def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, se
     Raises SpecError naming the graph's inputs and outputs when nothing heatmap-like is found.
     """
     from heatdeploy.exporters.onnx import graph_inputs, load_model_proto, value_dims
+    from heatdeploy.spec_presets import PRESETS, apply_preset, preset_keypoints
 
     path = Path(path)
+    if preset is not None and preset not in PRESETS:
+        raise SpecError(f"--from: unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if keypoint_names is None and preset_keypoints(preset) is not None:
+        keypoint_names = list(preset_keypoints(preset) or ())
     if keypoint_names is not None:
         keypoint_names = [n.strip() for n in keypoint_names if n.strip()]
         if not keypoint_names:
@@ -480,8 +491,10 @@ def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, se
     if keypoint_names is None:
         notes.append(f"keypoint names default to kp0..kp{k - 1}; pass --names to set them")
     mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if c == 3 else ((0.449,), (0.226,))
-    notes.append("not in the graph, defaults kept — check them: colour RGB, pixels x 1/255 then ImageNet "
-                 f"mean/std {mean}/{std}, letterbox resize, heatmap.align center, decoder dark (sigma 2)")
+    if preset is None:
+        notes.append("not in the graph, defaults kept — check them: colour RGB, pixels x 1/255 then ImageNet "
+                     f"mean/std {mean}/{std}, letterbox resize, heatmap.align center, decoder dark (sigma 2); "
+                     "--from mmpose|mediapipe|openpose sets them for those trainers")
     spec = ModelSpec(
         keypoints=names,
         input=InputSpec(name=inp.name, layout=layout, height=h, width=w, channels=c, mean=mean, std=std),
@@ -492,6 +505,9 @@ def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, se
         landmarks=head.landmarks,
         name=path.stem,
     ).validate()
+    if preset is not None:
+        spec, preset_notes = apply_preset(spec, preset, {o.name: o.dims for o in outs})
+        notes += preset_notes
     return spec, notes
 
 
