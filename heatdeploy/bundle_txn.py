@@ -176,6 +176,7 @@ def transaction(bundle: Bundle) -> Iterator[Transaction]:
     root.mkdir(parents=True, exist_ok=True)
     with bundle_lock(root):
         recover(root)
+    clean_beside(root)  # staging folders of killed exports to this path
     tx = Transaction(bundle)
     try:
         yield tx
@@ -183,6 +184,7 @@ def transaction(bundle: Bundle) -> Iterator[Transaction]:
             tx._commit()
     finally:
         if tx._workdir is not None:
+            fsutil.release(tx._workdir)
             fsutil.remove_path(tx._workdir)
 
 
@@ -395,5 +397,6 @@ def staged_dir(final: str | Path, *, force: bool = False) -> Iterator[Path]:
             os.replace(tmp, final)
         fsutil.fsync_dir(final.parent)
     finally:
+        fsutil.release(tmp)
         if os.path.lexists(tmp):
             fsutil.remove_path(tmp)

@@ -23,6 +23,7 @@ PARTIAL_SUFFIX = ".partial"
 # .<name>.<pid>.<random>.part / .partial (made by temp_name / temp_dir); the random part is mkstemp's 8 chars
 _TAGGED = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.(part|partial|old)$")
 LEGACY_AGE_S = 3600.0  # untagged leftovers of older heatdeploy versions: cleaned once this old
+_ACTIVE: set[str] = set()  # this process's temporaries still in use (its own leftovers are stale otherwise)
 
 
 def pid_alive(pid: int) -> bool:
@@ -50,7 +51,10 @@ def stale_temp(path: Path, legacy: re.Pattern[str] | None = None) -> bool:
     """
     m = _TAGGED.match(path.name)
     if m:
-        return not pid_alive(int(m.group("pid")))
+        pid = int(m.group("pid"))
+        if pid == os.getpid():
+            return os.path.abspath(path) not in _ACTIVE
+        return not pid_alive(pid)
     if legacy is not None and legacy.match(path.name):
         try:
             return time.time() - path.lstat().st_mtime > LEGACY_AGE_S
@@ -68,6 +72,12 @@ def remove_path(path: Path) -> None:
             path.unlink(missing_ok=True)
     except OSError:
         pass
+    _ACTIVE.discard(os.path.abspath(path))
+
+
+def release(path: Path) -> None:
+    """Mark a temporary of this process as no longer in use: from now on a cleaner may remove it."""
+    _ACTIVE.discard(os.path.abspath(path))
 
 
 def move(src: Path, dest: Path) -> None:
@@ -90,7 +100,9 @@ def temp_dir(final: Path, suffix: str = PARTIAL_SUFFIX, prefix: str | None = Non
     """A new private folder beside ``final`` named ``.<name>.<pid>.<random>.partial``."""
     final = Path(final)
     name = prefix if prefix is not None else final.name
-    return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=suffix, dir=final.parent))
+    path = tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=suffix, dir=final.parent)
+    _ACTIVE.add(os.path.abspath(path))
+    return Path(path)
 
 
 def fsync_file(path: Path) -> None:
@@ -128,6 +140,7 @@ def atomic_path(final: Path, durable: bool = False) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name[:120]}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _ACTIVE.add(os.path.abspath(tmp))
     try:
         yield tmp_path
         if tmp_path.exists():
@@ -140,6 +153,7 @@ def atomic_path(final: Path, durable: bool = False) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        _ACTIVE.discard(os.path.abspath(tmp))
 
 
 def _umask() -> int:

@@ -25,7 +25,7 @@ from heatdeploy.bundle import MANIFEST, Bundle, BundleError, iter_files, staged_
 from heatdeploy.spec import ModelSpec
 
 HELPERS = ("atomic_write_text", "atomic_copy", "move", "fsync_file", "fsync_dir", "remove_path", "unlink",
-           "sha256_file", "temp_dir")
+           "sha256_file", "temp_dir", "exchange_dirs")
 USER_FILES = {"notes.txt": b"mine", ".cache.part": b"mine too", "model.int8.g7.onnx": b"looks like ours"}
 
 
@@ -328,3 +328,44 @@ def test_killed_export_leftovers_are_cleaned_by_the_next(tmp_path):
         Bundle.create(tmp, _spec()).save()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".bundle.notes.partial", "bundle"]
     assert user.read_bytes() == b"a user's file, not ours"
+
+
+def _reexport(root: Path, outside: Path) -> None:
+    """Export over a bundle: a new folder built beside it, swapped in whole."""
+    with staged_dir(root) as tmp:
+        b = Bundle.create(tmp, _spec())
+        b.add_file(_write(outside / "m.onnx", b"fp32-v9"), "model.onnx", name="onnx-fp32", format="onnx",
+                   precision="fp32", backend="onnxruntime")
+
+
+@pytest.mark.parametrize("action", ["interrupt", "sigkill"])
+def test_export_over_a_bundle_interrupted_at_every_step(action, template, tmp_path):
+    old = _state(template)
+    root, outside = _fresh(template, tmp_path, -1)
+    with pytest.MonkeyPatch.context() as mp:
+        steps = _Steps(mp)
+        _reexport(root, outside)
+    new = _state(root)
+    for i in range(steps.n):
+        root, outside = _fresh(template, tmp_path, i)
+        if action == "interrupt":
+            with pytest.MonkeyPatch.context() as mp:
+                _Steps(mp, i, _interrupt)
+                try:
+                    _reexport(root, outside)
+                except KeyboardInterrupt:
+                    pass
+        else:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    with pytest.MonkeyPatch.context() as mp:
+                        _Steps(mp, i, _kill)
+                        _reexport(root, outside)
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+        assert _state(root) in (old, new), f"step {i}"
+        _reexport(root, outside)  # the next export cleans what the killed one left beside the bundle
+        assert _state(root) == new
+        assert sorted(p.name for p in root.parent.iterdir()) == ["bundle", "outside"], f"step {i}"
