@@ -468,6 +468,9 @@ def spec_infer_cmd(
     data: Annotated[str | None, typer.Option(help="images to judge logits vs probabilities on (folder, video, "
                                                    ".npy/.npz); default: random inputs")] = None,
     data_size: Annotated[int, typer.Option(help="images used from --data")] = 8,
+    preset: Annotated[str | None, typer.Option("--from", help="the trainer family (mmpose, mediapipe, openpose): "
+                                                              "sets colour, scaling, mean/std and the heatmap "
+                                                              "convention the graph cannot show")] = None,
 ) -> None:
     """Propose a ModelSpec from the graph (layouts, stride, heatmap/existence outputs, logits or not).
 
@@ -476,7 +479,7 @@ def spec_infer_cmd(
     from heatdeploy.spec_infer import infer_spec, write_spec_proposal
 
     spec, notes = infer_spec(model, keypoint_names=names.split(",") if names else None, data=data,
-                             data_size=data_size)
+                             data_size=data_size, preset=preset)
     for n in notes:
         console.print(f"- {n}", highlight=False, soft_wrap=True)
     if out is not None:

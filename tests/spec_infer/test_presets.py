@@ -92,3 +92,19 @@ def test_mmpose_and_mediapipe_presets(built: dict[str, Path]) -> None:
 def test_unknown_preset_is_one_clear_error(built: dict[str, Path]) -> None:
     with pytest.raises(SpecError, match="--from: unknown preset 'detectron'; expected one of mmpose"):
         infer_spec(built["mmpose"], preset="detectron")
+
+
+def test_cli_from_openpose_writes_a_paf_spec(built: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from heatdeploy.cli import app
+    from heatdeploy.spec import ModelSpec
+
+    out = tmp_path / "spec.json"
+    res = CliRunner().invoke(app, ["spec", "infer", str(built["openpose"]), "--from", "openpose", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    spec = ModelSpec.load(out)
+    assert spec.head == "paf" and spec.input.color == "BGR"
+    assert "--from openpose" in res.output
+    res = CliRunner().invoke(app, ["spec", "infer", str(built["openpose"]), "--from", "caffe"])
+    assert res.exit_code == 2 and "unknown preset 'caffe'" in res.output
