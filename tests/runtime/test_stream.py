@@ -407,3 +407,19 @@ def test_tracking_crops_each_frame_around_the_previous_frames_keypoints(tiny_bun
     assert used >= 3  # the test exercises tracked crops, not only the fall-back
     with pytest.raises(StreamError, match="--track needs batch size 1"):
         run_stream(pipe, open_source([str(clip)]), [], StreamConfig(track=True, batch_size=4))
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_fast_normalise_is_bit_identical_to_the_plain_formula(layout, color):
+    from heatdeploy.runtime.preprocess import Preprocessor
+    from heatdeploy.spec import InputSpec
+
+    spec = InputSpec(name="x", height=24, width=20, layout=layout, color=color, mean=(123.7, 116.3, 103.5),
+                     std=(58.4, 57.1, 57.4))
+    batch = np.random.default_rng(0).integers(0, 256, (3, 24, 20, 3), dtype=np.uint8)
+    x = (batch[..., ::-1] if color == "RGB" else batch).astype(np.float32)
+    mean, std = np.array(spec.mean, np.float64), np.array(spec.std, np.float64)
+    want = x * (spec.scale / std).astype(np.float32) - (mean / std).astype(np.float32)
+    want = want.transpose(0, 3, 1, 2) if layout == "NCHW" else want
+    np.testing.assert_array_equal(Preprocessor(spec)._normalise(batch), want)
