@@ -177,3 +177,29 @@ def test_paf_spec_round_trip_and_errors() -> None:
         openpose_spec(preset="body25")
     with pytest.raises(Exception, match="paf output 'net_output'.*offset"):
         decode_outputs(openpose_spec(), {"net_output": openpose_tensor(three_people())[..., :40]})
+
+
+def test_parity_pairs_paf_people_and_counts_a_lost_one_as_flips() -> None:
+    from heatdeploy.parity import compare_keypoints, decode_keypoints, pair_instances
+    from heatdeploy.runtime.pipeline import Prediction
+
+    truth = three_people()
+    spec = openpose_spec()
+    eye = np.broadcast_to(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (1, 2, 3))
+    ref = decode_keypoints(spec, {"net_output": openpose_tensor(truth)}, eye)
+    cand = decode_keypoints(spec, {"net_output": openpose_tensor(truth[[2, 0]])}, eye)  # B lost, order changed
+    r, c, img = pair_instances(ref, cand)
+    assert img.tolist() == [0, 0, 0]
+    lost = ~c.present.any(axis=1)
+    assert lost.sum() == 1
+    paired = r.present.any(axis=1) & c.present.any(axis=1)
+    cmp = compare_keypoints(r, c, np.full((3, 2), 256), spec.keypoints, paired=paired)
+    assert cmp.metrics.flips_lost == K and cmp.metrics.flips_gained == 0
+    assert cmp.metrics.keypoints_compared == 2 * K
+    # Records list the people found, each with its score and all 18 named parts.
+    dec = decode_outputs(spec, {"net_output": openpose_tensor(truth)})
+    pred = Prediction(keypoints=dec.coords, scores=dec.scores, presence=dec.presence, present=dec.present,
+                      image_sizes=np.array([[256, 256]]), keypoints_input=dec.coords,
+                      instance_scores=dec.instance_scores)
+    rec = pred.to_records(spec.keypoints)[0]
+    assert len(rec["instances"]) == 3 and len(rec["instances"][0]["keypoints"]) == K
