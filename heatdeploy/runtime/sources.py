@@ -269,6 +269,11 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 # --- sources -------------------------------------------------------------------------------------
 
 
+def has_gstreamer() -> bool:
+    """Whether this OpenCV build has its GStreamer backend (JetPack's does; pip's wheels do not)."""
+    return bool(re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()))
+
+
 class ImageSource:
     """Image files read one at a time; every header is checked up front, so a bad file fails before any work."""
 
@@ -322,7 +327,10 @@ class VideoSource:
         if isinstance(self.target, int) or self.label.startswith("/dev/"):
             return "check the camera is connected and not in use by another program"
         if self.api == cv2.CAP_GSTREAMER:
-            return "check the pipeline with gst-launch-1.0 and that OpenCV is built with GStreamer"
+            if not has_gstreamer():
+                return ("this OpenCV is built without GStreamer (pip's wheels are): on a Jetson use JetPack's "
+                        "OpenCV (a venv made with --system-site-packages, without opencv-python-headless)")
+            return "check the pipeline with gst-launch-1.0 (it must end in appsink and give BGR frames)"
         if self.live:
             return "check the URL and that the stream is reachable from this machine"
         return "check the file is a video OpenCV can decode (mp4, avi, mkv, ...)"

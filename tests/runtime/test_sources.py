@@ -181,9 +181,13 @@ def test_url_is_passed_to_opencv_unmangled(monkeypatch):
     with pytest.raises(SourceError, match="rtsp://10.0.0.2:554/live/ch0: cannot be opened"):
         open_source([url])
     assert seen == [(url, cv2.CAP_FFMPEG)]
-    with pytest.raises(SourceError, match="GStreamer pipeline: cannot be opened"):
+    monkeypatch.setattr(src, "has_gstreamer", lambda: False)
+    with pytest.raises(SourceError, match="GStreamer pipeline: cannot be opened .* built without GStreamer"):
         open_source(["videotestsrc ! appsink"])
     assert seen[-1] == ("videotestsrc ! appsink", cv2.CAP_GSTREAMER)
+    monkeypatch.setattr(src, "has_gstreamer", lambda: True)
+    with pytest.raises(SourceError, match="check the pipeline with gst-launch-1.0"):
+        open_source(["videotestsrc ! appsink"])
 
 
 def test_images_then_video_chain_with_one_index(tmp_path):
