@@ -97,3 +97,16 @@ def test_draw_batch() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="presence and present"):
         draw_keypoints(_image(), KPS, PRESENCE[:3], PRESENT, SKELETON)
+
+
+def test_label_modes() -> None:
+    names = ["nose", "b", "c", "d"]
+    plain = _draw()
+    np.testing.assert_array_equal(_draw(names=names, labels="none"), plain)  # names known, none drawn
+    by_name = _draw(names=names, labels="names")
+    by_score = _draw(names=names, labels="scores")
+    assert (by_name != plain).any() and (by_score != plain).any() and (by_name != by_score).any()
+    near_absent = (slice(130, 170), slice(130, 200))  # the absent keypoint 2 is never labelled
+    np.testing.assert_array_equal(by_name[near_absent], plain[near_absent])
+    with pytest.raises(ValueError, match="labels='all'"):
+        _draw(labels="all")
