@@ -193,10 +193,10 @@ class Stream:
         self.cfg = config or StreamConfig()
         if self.cfg.batch_size < 1:
             raise StreamError(f"batch size {self.cfg.batch_size}: expected 1 or more")
-        if self.cfg.smooth is not None and pipe.spec.head == "centers":
+        if self.cfg.smooth is not None and pipe.spec.multi_instance:
             raise StreamError("--smooth: this model finds several people per frame without identities across "
                               "frames, so their keypoints cannot be filtered over time; drop --smooth")
-        if self.cfg.track and pipe.spec.head == "centers":
+        if self.cfg.track and pipe.spec.multi_instance:
             raise StreamError("--track: this model finds several people per frame; tracking one box from the "
                               "previous frame needs a single-person (top-down) model")
         if self.cfg.track and self.cfg.batch_size != 1:
