@@ -369,3 +369,44 @@ def test_export_over_a_bundle_interrupted_at_every_step(action, template, tmp_pa
         _reexport(root, outside)  # the next export cleans what the killed one left beside the bundle
         assert _state(root) == new
         assert sorted(p.name for p in root.parent.iterdir()) == ["bundle", "outside"], f"step {i}"
+
+
+# --- with real engines: a real INT8 re-calibration interrupted at every commit step --------------------------
+def test_real_recalibration_interrupted_at_every_step_still_runs(random_reference_bundle, tmp_path, monkeypatch):
+    """Two real calibrations give INT8 v1 and v2; re-calibrating v1 -> v2 is interrupted at every step of its
+    commit. After each, ONNX Runtime runs FP32 and the INT8 the manifest names, which is exactly v1 or v2."""
+    import numpy as np
+
+    from heatdeploy.calibration.artifact import add_onnx_int8
+    from heatdeploy.runtime import Pipeline
+
+    monkeypatch.setenv("HEATDEPLOY_CACHE", str(tmp_path / "cache"))
+    base = tmp_path / "base"
+    shutil.copytree(random_reference_bundle, base)
+    add_onnx_int8(base, "synthetic:8", keep_fp32="base", sensitivity_batches=0)
+    v1 = Bundle.load(base).artifact("onnx-int8")
+    work = tmp_path / "v2"
+    shutil.copytree(base, work)
+    with pytest.MonkeyPatch.context() as mp:
+        steps = _Steps(mp)
+        add_onnx_int8(work, "synthetic:8", seed=1, keep_fp32="base", sensitivity_batches=0)
+    v2 = Bundle.load(work).artifact("onnx-int8")
+    assert v1.sha256 != v2.sha256 and steps.n >= 6
+    image = [np.random.default_rng(0).integers(0, 255, (256, 192, 3), dtype=np.uint8)]
+    want = {v.sha256: Pipeline.load(root, artifact="onnx-int8").predict(image).keypoints
+            for v, root in ((v1, base), (v2, work))}
+    fp32 = Pipeline.load(base).predict(image).keypoints
+    for i in range(steps.n):
+        root = tmp_path / f"i{i}"
+        shutil.copytree(base, root)
+        with pytest.MonkeyPatch.context() as mp:
+            _Steps(mp, i, _interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                add_onnx_int8(root, "synthetic:8", seed=1, keep_fp32="base", sensitivity_batches=0)
+        b = Bundle.load(root)
+        b.verify()
+        sha = b.artifact("onnx-int8").sha256
+        assert sha in want, f"step {i}: INT8 is neither v1 nor v2"
+        np.testing.assert_array_equal(Pipeline.load(root).predict(image).keypoints, fp32)
+        np.testing.assert_array_equal(Pipeline.load(root, artifact="onnx-int8").predict(image).keypoints, want[sha])
+        shutil.rmtree(root)
