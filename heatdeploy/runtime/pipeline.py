@@ -148,6 +148,9 @@ class Pipeline:
                 raise SpecError(f"{path}: carries no heatdeploy spec; export it with 'heatdeploy export' "
                                 "or pass a bundle")
             return cls(loaded, spec, name)
+        if not path.exists():
+            raise BundleError(f"{path}: no such file or folder; pass a bundle folder made by 'heatdeploy export' "
+                              "or a model file (.onnx, .xml) that embeds its spec")
         b = Bundle.load(path, verify=False)
         art, name = pick_artifact(b, artifact, precision, backend)
         if verify:

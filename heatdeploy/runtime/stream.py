@@ -327,6 +327,8 @@ class Stream:
             return None
 
         def handler(signum: int, frame: Any) -> None:
+            if self.stats.interrupted:  # a second Ctrl-C: the stream did not stop (a hung camera?); leave now
+                raise KeyboardInterrupt
             self.stats.interrupted = True
 
         return signal.signal(signal.SIGINT, handler)

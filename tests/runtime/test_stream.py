@@ -135,6 +135,8 @@ def test_fifo_argument_does_not_hang(tiny_bundle, tmp_path):
 
 
 def test_bad_labels_and_empty_folder_are_one_line_errors(tiny_bundle, tmp_path):
+    res = _cli("run", tmp_path / "nope.onnx", tmp_path)
+    assert res.exit_code != 0 and "nope.onnx: no such file or folder" in res.output
     (tmp_path / "empty").mkdir()
     res = _cli("run", tiny_bundle, tmp_path / "empty")
     assert res.exit_code != 0 and "no images found in" in res.output and "Traceback" not in res.output
