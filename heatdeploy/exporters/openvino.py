@@ -186,6 +186,9 @@ def add_openvino_artifact(
     calibration: dict[str, Any] | None = None
     tools = {"openvino": ov.get_version(), "heatdeploy": __version__}
     extra_rt: dict[str, str] = {"source_artifact": source, "source_sha256": src.sha256}
+    # a lower precision gets its OpenVINO FP32 reference too, saved once the lower one has succeeded
+    fp32_ref = model.clone() if precision != "fp32" and not any(
+        a.name == artifact_name("fp32") for a in bundle.artifacts) else None
     if precision == "int8":
         model, calibration, tools["nncf"] = _quantize(
             model, bundle, onnx_path=onnx_path, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
@@ -207,10 +210,26 @@ def add_openvino_artifact(
         notes["conversion"] = conv_notes
     if precision == "bf16":
         notes["precision_note"] = "same IR as openvino-fp32, compiled with INFERENCE_PRECISION_HINT=bf16"
+    if fp32_ref is not None:
+        _add_fp32_reference(root, fp32_ref, spec, {"openvino": tools["openvino"], "heatdeploy": __version__},
+                            extra_rt, onnx_path if check else None)
     art = save_ir(root, model, precision, tools=tools, calibration=calibration, notes=notes, started=t_start,
                   check=(lambda xml: _check_against_onnx(xml, onnx_path, spec)) if check else None)
     log.info("%s", summary_line(art))
     return art
+
+
+def _add_fp32_reference(root: Path, model: ov.Model, spec: ModelSpec, tools: dict[str, str],
+                        extra_rt: dict[str, str], onnx_path: Path | None) -> Artifact:
+    """``openvino-fp32`` beside a lower-precision IR: the parity reference on a box without onnxruntime."""
+    ref = model
+    embed_rt_info(ref, spec, "fp32", extra_rt)
+    notes: dict[str, Any] = {"source_artifact": extra_rt["source_artifact"], "source_sha256": extra_rt["source_sha256"],
+                             "inference_precision": INFERENCE_PRECISION["fp32"], "weights": WEIGHTS["fp32"],
+                             "dynamic_batch": is_dynamic_batch(ref, spec.input.name),
+                             "role": "FP32 reference for parity where onnxruntime is not installed"}
+    check = (lambda xml: _check_against_onnx(xml, onnx_path, spec)) if onnx_path is not None else None
+    return save_ir(root, ref, "fp32", tools=tools, notes=notes, check=check)
 
 
 def save_ir(root: Path, model: ov.Model, precision: str, *, tools: dict[str, str], notes: dict[str, Any],
