@@ -71,3 +71,25 @@ def test_only_the_loaded_artifact_is_verified(tiny_ov_bundle: Path, tmp_path: Pa
     assert Pipeline.load(root, artifact="onnx-fp32").backend_name == "onnxruntime"
     with pytest.raises(BundleError, match="does not match the manifest"):
         Pipeline.load(root, artifact="openvino-fp32")
+
+
+def test_openvino_export_stores_an_fp32_reference_and_parity_runs_without_onnxruntime(
+        tiny_bundle: Path) -> None:
+    """An OpenVINO INT8 export also writes openvino-fp32, so an OpenVINO-only box can check INT8 against FP32."""
+    from heatdeploy.bundle import Bundle
+    from heatdeploy.exporters.openvino import add_openvino_artifact
+
+    add_openvino_artifact(tiny_bundle, "int8", keep_fp32="base", calib="synthetic", calib_size=16)
+    names = [a.name for a in Bundle.load(tiny_bundle).artifacts]
+    assert "openvino-fp32" in names and "openvino-int8" in names
+    ref = Bundle.load(tiny_bundle).artifact("openvino-fp32")
+    assert ref.precision == "fp32" and ref.notes["check"]["max_abs_diff"]  # checked against ORT FP32 at export
+    assert max(ref.notes["check"]["max_abs_diff"].values()) < 1e-3
+    code = ("import json\nfrom heatdeploy.parity.run import run_parity\n"
+            f"r = run_parity({str(tiny_bundle)!r}, 'openvino-int8', reference='openvino-fp32', data='synthetic:8')\n"
+            "import sys\nprint(json.dumps({'ref': r.reference.backend, 'cand': r.candidate.backend,"
+            " 'images': r.keypoints.images, 'ort': sys.modules.get('onnxruntime') is not None}))\n")
+    r = _run(code, hide=("onnxruntime",))
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.splitlines()[-1])
+    assert got == {"ref": "openvino", "cand": "openvino", "images": 8, "ort": False}
