@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from heatdeploy.bundle import Bundle
+from heatdeploy.runtime.backends.base import BackendError, engine_installed, extra_hint
 from heatdeploy.runtime.pipeline import Pipeline
 from heatdeploy.runtime.preprocess import load_image
 
@@ -71,6 +72,17 @@ def bench_one(pipe: Pipeline, images: Sequence[np.ndarray], iters: int, warmup: 
             **{k: _pct(v, 50) for k, v in stages.items()}}
 
 
+def default_artifacts(bundle: Bundle) -> list[str]:
+    """Every artifact whose engine is installed here (a box with one engine times what it can run);
+    BackendError naming the extra when there is none."""
+    names = [a.name for a in bundle.artifacts if engine_installed(a.backend)]
+    if not names:
+        have = ", ".join(f"{a.name} ({a.backend})" for a in bundle.artifacts)
+        first = bundle.artifacts[0].backend if bundle.artifacts else "onnxruntime"
+        raise BackendError(f"{bundle.root}: no engine installed for its artifacts {have}; {extra_hint(first)}")
+    return names
+
+
 def run_bench(bundle_dir: str | Path, *, artifacts: Sequence[str] | None = None, batches: Sequence[int] = (1, 8),
               threads: Sequence[int] = (1, 0), iters: int = 30, warmup: int = 5,
               images: Sequence[str | Path] | None = None,
@@ -78,8 +90,8 @@ def run_bench(bundle_dir: str | Path, *, artifacts: Sequence[str] | None = None,
     """Benchmark the chosen (default: all) artifacts at each batch size and thread count."""
     from heatdeploy.models.evalset import EVAL_DIR, read_labelled_set
 
-    bundle = Bundle.load(bundle_dir)
-    names = list(artifacts) if artifacts else [a.name for a in bundle.artifacts if a.backend != "tensorrt"]
+    bundle = Bundle.load(bundle_dir, verify=False)  # each Pipeline.load verifies the artifact it times
+    names = list(artifacts) if artifacts else default_artifacts(bundle)
     files = list(images) if images else read_labelled_set(EVAL_DIR).files
     arrays = [load_image(f) for f in files[:max(batches)]]
     while len(arrays) < max(batches):

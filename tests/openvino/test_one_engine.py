@@ -93,3 +93,15 @@ def test_openvino_export_stores_an_fp32_reference_and_parity_runs_without_onnxru
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.splitlines()[-1])
     assert got == {"ref": "openvino", "cand": "openvino", "images": 8, "ort": False}
+
+
+def test_bench_on_an_openvino_only_box_times_the_openvino_artifacts(tiny_ov_bundle: Path) -> None:
+    code = ("import json\nfrom heatdeploy.bench import run_bench\n"
+            f"rows = run_bench({str(tiny_ov_bundle)!r}, batches=(1,), threads=(1,), iters=2, warmup=1)\n"
+            "print(json.dumps([(r.artifact, r.backend) for r in rows]))\n")
+    r = _run(code, hide=("onnxruntime",))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.splitlines()[-1]) == [["openvino-fp32", "openvino"]]
+    r = _run(code, hide=("onnxruntime", "openvino"))
+    assert r.returncode != 0 and "no engine installed for its artifacts" in r.stderr
+    assert "pip install 'heatdeploy[onnxruntime]'" in r.stderr
