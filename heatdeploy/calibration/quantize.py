@@ -322,7 +322,8 @@ def quantize_onnx_int8(
                 verify=(lambda path: keypoint_agreement(spec, held_ref, run_model(path, input_name, held, outputs)))
                 if held else None, fp32_path=fp32_path, input_name=input_name,
                 x=sample[0][: static_batch or 1], budget=budget,
-                time_budget_s=max(float(budget_s) - timings["sensitivity_s"], 0.2 * float(budget_s)), progress=say)
+                time_budget_s=max(float(budget_s) - timings["sensitivity_s"], 0.2 * float(budget_s)),
+                priority=_layer_priority(model, observed), progress=say)
             reasons = {r["node"]: r for r in table}
             excluded = dict(base_excluded)
             excluded.update({n: (_sensitive_reason(LayerResult(**reasons[n]), sensitivity_threshold)

@@ -118,10 +118,13 @@ def layer_error(row: Mapping[str, Any]) -> float:
     return float(row.get("mean_px") or 0.0) + FLIP_COST_PX * float(row.get("flip_rate") or 0.0)
 
 
-def rank_layers(rows: Sequence[Mapping[str, Any]], saved_ms: Mapping[str, float]) -> list[dict[str, Any]]:
-    """Tested layers by error per millisecond saved, worst first: the order to revert them to FP32.
+def rank_layers(rows: Sequence[Mapping[str, Any]], saved_ms: Mapping[str, float],
+                priority: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Tested layers by error per millisecond saved, worst first, then the untested: the order to revert them.
 
-    A layer whose INT8 saves (almost) nothing goes first: keeping it FP32 costs no time.
+    A layer whose INT8 saves (almost) nothing goes first: keeping it FP32 costs no time. Layers the pass had
+    no time to test come last (highest ``priority`` first), so reverting the whole list always reaches the
+    base rule's float scope: an untested layer that alone flips existence is not out of the search's reach.
     """
     tested = [r for r in rows if r.get("tested") and layer_error(r) > 0.0]
     total = sum(max(v, 0.0) for v in saved_ms.values())
@@ -130,6 +133,10 @@ def rank_layers(rows: Sequence[Mapping[str, Any]], saved_ms: Mapping[str, float]
                "saved_ms": float(saved_ms.get(r["node"], 0.0)),
                "score": layer_error(r) / max(float(saved_ms.get(r["node"], 0.0)), floor)} for r in tested]
     ranked.sort(key=lambda d: -d["score"])
+    pending = [r for r in rows if not r.get("tested")]
+    pending.sort(key=lambda r: -(priority or {}).get(str(r["node"]), 0.0))
+    ranked += [{"node": r["node"], "op_type": r.get("op_type", ""), "error": None,
+                "saved_ms": float(saved_ms.get(r["node"], 0.0)), "score": None, "untested": True} for r in pending]
     return ranked
 
 
@@ -349,7 +356,7 @@ def search_mix(
 def fastest_mix(rows: Sequence[Mapping[str, Any]], macs: Mapping[str, float], *,
                 build: Callable[[Sequence[str], str], Path], evaluate: Callable[[Path], Any],
                 verify: Callable[[Path], Any] | None, fp32_path: Path, input_name: str, x: np.ndarray,
-                budget: SearchBudget, time_budget_s: float,
+                budget: SearchBudget, time_budget_s: float, priority: Mapping[str, float] | None = None,
                 progress: Callable[[str], None] | None = None) -> SearchResult:
     """The search on real timings: probe FP32 vs all-INT8, rank the sensitivity rows, search, record all.
 
@@ -362,8 +369,8 @@ def fastest_mix(rows: Sequence[Mapping[str, Any]], macs: Mapping[str, float], *,
     saved = probe["median_ms"][FP32] - probe["median_ms"][ALL_INT8]
     say(f"search: all-INT8 {probe['median_ms'][ALL_INT8]:.2f} ms vs FP32 {probe['median_ms'][FP32]:.2f} ms "
         f"(batch {len(x)}, 1 thread)")
-    tested = [str(r["node"]) for r in rows if r.get("tested")]
-    ranking = rank_layers(rows, saved_ms_estimate(macs, tested, saved))
+    names = [str(r["node"]) for r in rows]
+    ranking = rank_layers(rows, saved_ms_estimate(macs, names, saved), priority)
     seeds = {"threshold-rule": [str(r["node"]) for r in rows if r.get("kept_fp32")]}
     result = search_mix([d["node"] for d in ranking], build=build, evaluate=evaluate, verify=verify,
                         latency=lambda paths: measure_latency(paths, input_name, x), fp32_path=fp32_path,

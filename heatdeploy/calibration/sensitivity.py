@@ -99,14 +99,14 @@ def sensitivity_pass(
     budget_s: float,
     priority: dict[str, float] | None = None,
 ) -> tuple[list[LayerResult], str]:
-    """Test layers one at a time (highest ``priority`` first when capped); return the table and a note.
+    """Test layers one at a time (highest ``priority`` first); return the table (graph order) and a note.
 
     A layer is kept FP32 when its single-layer displacement exceeds ``threshold_px`` or its existence
     flip rate exceeds ``flip_threshold``. Layers beyond ``max_layers`` or the time budget stay INT8
     and are listed as untested.
     """
     order = list(layers)
-    if priority and len(order) > max_layers:
+    if priority:  # capped by count or by time, the likeliest culprits are tested first
         order.sort(key=lambda nt: -priority.get(nt[0], 0.0))
     start = time.perf_counter()
     results: dict[str, LayerResult] = {}
