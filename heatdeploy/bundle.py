@@ -224,6 +224,9 @@ class Bundle:
                 raise BundleError(f"{p}: cannot read ({exc.strerror or exc}); re-export the bundle") from None
             if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
                 raise BundleError(f"{p}: not a regular file; re-export the bundle")
+            if rel == artifact.path and st.st_size != artifact.size:  # no need to hash to know
+                raise BundleError(f"{p}: {st.st_size} bytes, which does not match the manifest ({artifact.size}); "
+                                  "the file was changed or corrupted — re-export the bundle")
             actual = _HASHED.get(key)
             if actual is None:
                 try:
