@@ -265,13 +265,18 @@ def _labelled(spec: ModelSpec, root: Path, limit: int | None) -> Dataset:
         split = read_labelled_set(root)
     except ValueError as exc:
         raise DataError(str(exc)) from None
+    return labelled_dataset(spec, split, limit)
+
+
+def labelled_dataset(spec: ModelSpec, split: Any, limit: int | None = None) -> Dataset:
+    """A read labelled split (``models.evalset.LabelledSet``: files, keypoints, present, visible, image_sizes)."""
     n = len(split.files) if limit is None else min(limit, len(split.files))
     if n == 0:
-        raise DataError(f"{root}: labels.json lists no images")
-    _check_keypoints(spec, split.keypoints.shape[1], str(root / "labels.json"))
+        raise DataError(f"{split.root}: labels.json lists no images")
+    _check_keypoints(spec, split.keypoints.shape[1], str(Path(split.root) / "labels.json"))
     truth = Truth(split.keypoints[:n], split.present[:n], split.visible[:n])
-    return Dataset(kind="labelled", source=str(root), names=[f.name for f in split.files[:n]],
-                   files=list(split.files[:n]), truth=truth, truth_sizes=split.image_sizes[:n])
+    return Dataset(kind="labelled", source=str(split.root), names=[Path(f).name for f in split.files[:n]],
+                   files=[Path(f) for f in split.files[:n]], truth=truth, truth_sizes=split.image_sizes[:n])
 
 
 def _synthetic(spec: ModelSpec, n: int, seed: int) -> Dataset:
@@ -288,4 +293,5 @@ def _synthetic(spec: ModelSpec, n: int, seed: int) -> Dataset:
 
 
 __all__ = ["ARRAY_SUFFIXES", "DataError", "Dataset", "IMAGE_SUFFIXES", "Truth", "VIDEO_SUFFIXES", "image_files",
-           "is_reference", "load_dataset", "open_array", "parse_synthetic", "synthetic_images", "video_frames"]
+           "is_reference", "labelled_dataset", "load_dataset", "open_array", "parse_synthetic", "synthetic_images",
+           "video_frames"]

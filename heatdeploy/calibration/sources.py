@@ -21,18 +21,24 @@ from typing import Any
 
 import numpy as np
 
+from heatdeploy.datasets import (
+    ARRAY_SUFFIXES,
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    DataError,
+    image_files,
+    open_array,
+    parse_synthetic,
+    video_frame_count,
+    video_frames,
+)
 from heatdeploy.errors import HeatdeployError
-from heatdeploy.errortext import first_line
 from heatdeploy.fsutil import sha256_file
-from heatdeploy.models.synthetic_spec import synthetic_count
 from heatdeploy.runtime.preprocess import ImageError, Preprocessor, load_image
 from heatdeploy.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-ARRAY_SUFFIXES = (".npy", ".npz")
 DEFAULT_SYNTHETIC = 128  # images in the reference model's synthetic calibration set
 _NPZ_KEYS = ("images", "inputs", "input", "x")  # tried after the spec's input name
 _MAX_LISTED = 20  # skipped files named in the record; the count is always exact
@@ -164,7 +170,7 @@ class ImageFolderSource(CalibrationSource):
         if not root.is_dir():
             raise CalibrationError(f"{root}: not a folder; {_FIX}")
         super().__init__(spec, path=root, size=size, seed=seed)
-        found = sorted(_image_files(root))
+        found = sorted(image_files(root))
         if not found:
             looked = ", ".join(IMAGE_SUFFIXES)
             raise CalibrationError(f"{root}: no images found (looked for {looked}, recursively, any case); "
@@ -210,17 +216,6 @@ class ImageFolderSource(CalibrationSource):
             yield self._preprocess(images)
 
 
-def _image_files(root: Path) -> Iterator[str]:
-    """Relative POSIX paths of image files under ``root``; symlinked folders are not followed."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                full = Path(dirpath) / name
-                if full.is_file():
-                    yield full.relative_to(root).as_posix()
-
-
 def _reason(exc: ImageError) -> str:
     """The parenthesised cause from load_image's message, e.g. 'empty file'."""
     text = str(exc)
@@ -235,8 +230,6 @@ class VideoSource(CalibrationSource):
 
     def __init__(self, spec: ModelSpec, path: str | os.PathLike[str], *, every_n: int = 10,
                  size: int | None = None, seed: int = 0) -> None:
-        import cv2
-
         path = Path(path)
         if not path.is_file():
             raise CalibrationError(f"{path}: video file not found; pass a video, an image folder, "
@@ -245,18 +238,10 @@ class VideoSource(CalibrationSource):
             raise CalibrationError(f"every_n must be >= 1 (take every n-th frame), got {every_n}")
         super().__init__(spec, path=path, size=size, seed=seed)
         self.every_n = int(every_n)
-        cap = cv2.VideoCapture(str(path))
         try:
-            if not cap.isOpened():
-                raise CalibrationError(f"{path}: OpenCV cannot open this video (unknown container or codec); "
-                                       "convert it to MP4 (H.264) or pass a folder of frames")
-            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            if frames <= 0:  # some containers do not say; count by grabbing
-                frames = 0
-                while cap.grab():
-                    frames += 1
-        finally:
-            cap.release()
+            frames = video_frame_count(path)
+        except DataError as exc:
+            raise CalibrationError(str(exc)) from None
         candidates = np.arange(0, frames, self.every_n)
         self.frames = frames
         self.indices = [int(i) for i in candidates[seeded_subset(len(candidates), size, seed)]]
@@ -277,30 +262,17 @@ class VideoSource(CalibrationSource):
         return {"every_n": self.every_n, "frames": self.frames}
 
     def _batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        import cv2
-
-        wanted = set(self.indices)
-        last = self.indices[-1]
-        cap = cv2.VideoCapture(str(self.path))
-        try:
-            images: list[np.ndarray] = []
-            for index in range(last + 1):
-                if not cap.grab():
-                    break  # the header over-counted; use what is there
-                if index not in wanted:
-                    continue
-                ok, frame = cap.retrieve()
-                if not ok or frame is None:
-                    self.skipped.append(f"frame {index} (cannot decode)")
-                    continue
-                images.append(frame)
-                if len(images) == batch_size:
-                    yield self._preprocess(images)
-                    images = []
-            if images:
+        images: list[np.ndarray] = []
+        for index, frame in video_frames(self.path, self.indices):  # type: ignore[arg-type]
+            if frame is None:
+                self.skipped.append(f"frame {index} (cannot decode)")
+                continue
+            images.append(frame)
+            if len(images) == batch_size:
                 yield self._preprocess(images)
-        finally:
-            cap.release()
+                images = []
+        if images:
+            yield self._preprocess(images)
 
 
 class ArraySource(CalibrationSource):
@@ -328,18 +300,10 @@ class ArraySource(CalibrationSource):
     def _open(self) -> np.ndarray:
         """The array, memory-mapped for .npy so batches are read from disk one at a time."""
         try:
-            if self.path.suffix.lower() == ".npy":  # type: ignore[union-attr]
-                return np.load(self.path, mmap_mode="r", allow_pickle=False)
-            with np.load(self.path, allow_pickle=False) as npz:
-                self.key = self.key or _pick_key(list(npz.files), self.spec.input.name, self.path)
-                if self.key not in npz.files:
-                    raise CalibrationError(f"{self.path}: no array {self.key!r}; it has {', '.join(npz.files)}")
-                return npz[self.key]
-        except CalibrationError:
-            raise
-        except (OSError, ValueError, EOFError) as exc:
-            raise CalibrationError(f"{self.path}: cannot read as a numpy array ({first_line(exc)}); save "
-                                   "a plain float32 array with np.save / np.savez") from None
+            arr, self.key = open_array(self.path, self.key, (self.spec.input.name, *_NPZ_KEYS))  # type: ignore[arg-type]
+        except DataError as exc:
+            raise CalibrationError(str(exc)) from None
+        return arr
 
     def _check(self, arr: np.ndarray) -> None:
         inp = self.spec.input
@@ -378,16 +342,6 @@ class ArraySource(CalibrationSource):
         for start in range(0, len(self.indices), batch_size):
             idx = self.indices[start:start + batch_size]
             yield np.ascontiguousarray(arr[idx], dtype=np.float32)
-
-
-def _pick_key(keys: list[str], input_name: str, path: Path) -> str:
-    if len(keys) == 1:
-        return keys[0]
-    for key in (input_name, *_NPZ_KEYS):
-        if key in keys:
-            return key
-    raise CalibrationError(f"{path}: holds {len(keys)} arrays ({', '.join(keys)}) and none is named "
-                           f"{input_name!r}; save one array, or name it after the model input")
 
 
 
@@ -436,11 +390,11 @@ def open_source(spec: ModelSpec, data: str, size: int | None = None, seed: int =
     ``size``: a seeded subset of at most that many samples; for plain 'synthetic' it sets the count.
     """
     text = str(data).strip()
-    if text == "synthetic" or text.startswith("synthetic:"):
-        try:
-            n = synthetic_count(text, DEFAULT_SYNTHETIC)
-        except ValueError as exc:
-            raise CalibrationError(str(exc)) from None
+    try:
+        n = parse_synthetic(text, DEFAULT_SYNTHETIC)
+    except DataError as exc:
+        raise CalibrationError(str(exc)) from None
+    if n is not None:
         if size is not None:  # 'synthetic:N' names the set; a subset size caps it, as for a folder
             n = size if text == "synthetic" else min(size, n)
         return SyntheticSource(spec, n, seed=seed)
