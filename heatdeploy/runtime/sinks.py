@@ -75,6 +75,11 @@ class JsonlSink:
                     self._f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
             self._f.write(json.dumps(r.record, separators=(",", ":")) + "\n")
             self._f.flush()
+        except BrokenPipeError as exc:
+            if self.path is not None:
+                raise _os_error(self.path, exc) from None
+            raise SinkError("stdout was closed early (broken pipe, e.g. '| head'); the frames before were "
+                            "written") from None
         except OSError as exc:
             raise _os_error(self.path or Path("<stdout>"), exc) from None
         self.count += 1
