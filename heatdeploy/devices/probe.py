@@ -303,9 +303,15 @@ def recommend(p: ProbeResult, profiles: Sequence[DeviceProfile] | None = None) -
         if ok:
             matches.append((prof.match.priority, prof.name, prof, why))
     if matches:
-        matches.sort(key=lambda m: (-m[0], m[1]))
+        # a profile whose engine is installed here beats a more specific one whose engine is not: an
+        # OpenVINO-only box gets the OpenVINO profile, not an ONNX Runtime one it cannot run
+        matches.sort(key=lambda m: (not p.engines.get(m[2].backend), -m[0], m[1]))
         _, name, prof, reasons = matches[0]
-        others = [m[1] for m in matches[1:]]
+        skipped = [m[1] for m in matches[1:] if m[0] > prof.match.priority]
+        others = [m[1] for m in matches[1:] if m[0] <= prof.match.priority]
+        if skipped:
+            reasons.append(f"its backend {prof.backend} is installed here; {', '.join(skipped)} need(s) one that "
+                           "is not")
         if others:
             reasons.append(f"more specific than {', '.join(others)}")
     else:
@@ -326,7 +332,10 @@ def recommend(p: ProbeResult, profiles: Sequence[DeviceProfile] | None = None) -
 
 def _readiness(prof: DeviceProfile, p: ProbeResult) -> list[str]:
     """What the recommended profile still needs on this machine (its engine), and version mismatches."""
-    notes = []
+    notes = [prof.runtime_support] if prof.runtime_support else []
+    if p.jetson and p.jetpack.split(".")[0] in ("4", "5") and not prof.runtime_support:
+        notes.append(f"JetPack {p.jetpack} ships Python 3.8 or older and heatdeploy needs 3.10+: flash JetPack 6, or "
+                     "build the engine with the trtexec line 'heatdeploy export --format tensorrt' prints")
     if not p.engines.get(prof.backend):
         fix = "it comes with JetPack (sudo apt install python3-libnvinfer)" if prof.backend == "tensorrt" \
             else f"pip install 'heatdeploy[{prof.backend}]'"

@@ -74,7 +74,7 @@ def _str_list(v: Any) -> str | None:
 _TOP: dict[str, Check] = {
     "schema_version": _int(SCHEMA_VERSION, SCHEMA_VERSION), "name": _str, "description": _str,
     "kind": _choice(*KINDS), "backend": _choice(*BACKENDS), "precision": _choice(*PRECISIONS),
-    "threads": _int(0, 256), "max_opset": _int(MIN_OPSET, 30),
+    "threads": _int(0, 256), "max_opset": _int(MIN_OPSET, 30), "runtime_support": _str,
 }
 SCHEMA: dict[str, dict[str, Check]] = {
     "": _TOP,
@@ -150,6 +150,7 @@ class DeviceProfile:
     max_opset: int
     description: str = ""
     threads: int = 0  # 0: the engine's default
+    runtime_support: str = ""  # "" = heatdeploy's runtime runs on the device; else why not and what to do instead
     activation_type: str = "auto"  # INT8 activations for calibration/quantize.py
     match: MatchRule = field(default_factory=MatchRule)
     tensorrt: TensorRTOptions | None = None
@@ -213,6 +214,7 @@ def profile_from_document(doc: Mapping[str, Any], where: str, stem: str | None =
     return DeviceProfile(
         name=doc["name"], kind=doc["kind"], backend=backend, precision=precision, max_opset=doc["max_opset"],
         description=doc.get("description", ""), threads=doc.get("threads", 0),
+        runtime_support=doc.get("runtime_support", ""),
         activation_type=doc.get("quantize", {}).get("activation_type", "auto"), match=match,
         tensorrt=trt, onnxruntime=ort, openvino=ov, path=where,
     )
@@ -263,7 +265,8 @@ def load_all() -> list[DeviceProfile]:
 def describe_profiles() -> list[dict[str, Any]]:
     """Rows for ``heatdeploy devices``: name, kind, backend, precision, threads, max opset, description."""
     return [{"name": p.name, "kind": p.kind, "backend": p.backend, "precision": p.precision,
-             "threads": p.threads or "auto", "max_opset": p.max_opset, "description": p.description}
+             "threads": p.threads or "auto", "max_opset": p.max_opset,
+             "description": p.description + (f" — {p.runtime_support}" if p.runtime_support else "")}
             for p in load_all()]
 
 

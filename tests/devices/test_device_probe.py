@@ -71,8 +71,30 @@ def test_this_box_vnni_recommends_x86_cpu_vnni(tmp_path: Path) -> None:
     assert p.cpu_model == "AMD EPYC" and p.has_flag("avx512_vnni") and p.memory_gb == 7.5 and not p.jetson
     name, reasons = recommend(p)
     assert name == "x86-cpu-vnni"
-    assert "CPU has avx512_vnni" in reasons and "more specific than x86-cpu" in reasons
+    assert "CPU has avx512_vnni" in reasons and "more specific than x86-cpu, x86-cpu-openvino" in reasons
     assert any("backend onnxruntime is not installed" in r for r in reasons)  # no engines in this fake
+
+
+@pytest.mark.parametrize("installed, expected", [
+    ({"onnxruntime", "openvino"}, "x86-cpu-vnni"),
+    ({"openvino"}, "x86-cpu-openvino"),
+    ({"onnxruntime"}, "x86-cpu-vnni"),
+])
+def test_the_installed_engine_decides_between_matching_profiles(tmp_path: Path, installed: set[str],
+                                                                expected: str) -> None:
+    """An OpenVINO-only box is recommended the OpenVINO profile, not an ONNX Runtime one it cannot run."""
+    def find_spec(name: str) -> Any:
+        if name in installed:
+            return importlib.machinery.ModuleSpec(name, None, origin=f"/site-packages/{name}/__init__.py")
+        return None
+
+    p = probe(fake_machine(tmp_path, _cpuinfo(X86_VNNI, "Xeon")), run=no_commands, find_spec=find_spec,
+              machine="x86_64")
+    name, reasons = recommend(p)
+    assert name == expected
+    assert not any("is not installed here" in r for r in reasons)
+    if expected == "x86-cpu-openvino":
+        assert "its backend openvino is installed here; x86-cpu-vnni need(s) one that is not" in reasons
 
 
 def test_avx2_without_vnni_and_old_cpu(tmp_path: Path) -> None:
@@ -101,6 +123,18 @@ def test_jetsons(tmp_path: Path, board: str, tegra: str, expected: str, jetpack:
     assert any("TensorRT comes" in r or "comes with JetPack" in r for r in reasons)  # python3-libnvinfer missing
     if expected != "jetson-xavier-nx":  # Orin profiles target TensorRT 10.3; this fake has 8.5.2
         assert any("targets TensorRT 10.3 but this machine has 8.5.2" in r for r in reasons)
+    else:  # JetPack 5 (Python 3.8): said honestly, with what to do instead
+        assert any(r.startswith("not supported on the device: JetPack 5 has Python 3.8") and "trtexec" in r
+                   for r in reasons)
+
+
+def test_an_orin_on_jetpack_5_is_told_heatdeploy_needs_jetpack_6(tmp_path: Path) -> None:
+    root = fake_machine(tmp_path, _cpuinfo(ARM, "", 6, arm=True), board="NVIDIA Jetson Orin Nano Developer Kit",
+                        tegra=TEGRA_JP5, trt_header=TRT_H)
+    name, reasons = recommend(probe(root, run=no_commands, find_spec=no_engines, machine="aarch64"))
+    assert name == "jetson-orin-nano"
+    assert any("JetPack 5.1.2 ships Python 3.8 or older and heatdeploy needs 3.10+: flash JetPack 6" in r
+               for r in reasons)
 
 
 def test_raspberry_pi_and_unknown_jetson(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from heatdeploy.devices.profiles import (
 )
 
 EXPECTED = ["arm64-cpu", "jetson-agx-orin", "jetson-orin-nano", "jetson-orin-nx", "jetson-xavier-nx", "x86-cpu",
-            "x86-cpu-vnni"]
+            "x86-cpu-openvino", "x86-cpu-vnni"]
 
 
 def _doc(**top: object) -> dict[str, object]:
@@ -42,6 +42,8 @@ def test_packaged_profiles_all_validate() -> None:
             assert p.backend == "tensorrt" and p.tensorrt is not None and p.kind == "jetson"
             assert p.activation_type == "int8"  # TensorRT INT8 is symmetric
             assert p.tensorrt.min_batch <= p.tensorrt.opt_batch <= p.tensorrt.max_batch
+        elif name.endswith("openvino"):
+            assert p.backend == "openvino" and p.openvino is not None and p.kind == "x86"
         else:
             assert p.backend == "onnxruntime" and p.onnxruntime is not None
     xavier = profiles["jetson-xavier-nx"]
