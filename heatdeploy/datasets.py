@@ -22,11 +22,9 @@ import numpy as np
 
 from heatdeploy.errors import HeatdeployError
 from heatdeploy.errortext import first_line
-from heatdeploy.runtime.preprocess import load_image
+from heatdeploy.runtime.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_images, load_image
 from heatdeploy.spec import ModelSpec
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 ARRAY_SUFFIXES = (".npy", ".npz")
 DEFAULT_SYNTHETIC = 32  # images for a bare data="synthetic"
 DEFAULT_EVERY_N = 10  # video: every n-th frame
@@ -83,16 +81,9 @@ class Dataset:
 # --- reading primitives (calibration's sources use these too) -------------------------------------
 
 
-def image_files(root: Path) -> Iterator[str]:
-    """Relative POSIX paths of image files under ``root`` (any case), sorted per folder; symlinked folders
-    are not followed."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                full = Path(dirpath) / name
-                if full.is_file():
-                    yield full.relative_to(root).as_posix()
+def image_files(root: Path) -> list[str]:
+    """Relative POSIX paths of the regular image files under ``root`` (recursive, sorted; the runtime's rule)."""
+    return [p.relative_to(root).as_posix() for p in find_images(root)]
 
 
 def video_frame_count(path: Path) -> int:
@@ -222,7 +213,7 @@ def _from_path(spec: ModelSpec, path: Path, limit: int | None, every_n: int) -> 
     if path.is_dir() and (path / LABELS).is_file():
         return _labelled(spec, path, limit)
     if path.is_dir():
-        rel = list(image_files(path))[:limit]
+        rel = image_files(path)[:limit]
         if not rel:
             raise DataError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, recursively); "
                             f"{_USAGE}")
