@@ -66,6 +66,7 @@ class Int8Options:
     accuracy_control: float | None = None
     activation_type: str = "auto"
     symmetric_activations: bool = SYMMETRIC_ACTIVATIONS
+    budget_s: float = 300.0  # ORT: sensitivity pass + latency-measured mix search (calibration/search.py)
 
     def keep_list(self) -> str | list[str]:
         """A mode (auto, base, none) or the node names, as the quantizers take them."""
@@ -88,7 +89,8 @@ def export(model: str, out: str | Path, *, format: str = "onnx", precision: str 
            weights: str | None = None, spec: str | None = None, opset: int | None = None,
            device: str | None = None, calib: str | None = None, calib_method: str = "auto",
            calib_size: int | None = None, seed: int = 0, keep_fp32: str = "auto", preset: str = "mixed",
-           accuracy_control: float | None = None, force: bool = False, hooks: Hooks = QUIET) -> ExportResult:
+           accuracy_control: float | None = None, force: bool = False, budget_s: float = 300.0,
+           hooks: Hooks = QUIET) -> ExportResult:
     """``heatdeploy export``: MODEL -> bundle at ``out`` (FP32 ONNX, plus INT8 / OpenVINO / TensorRT artifacts).
 
     ``out`` may be new, empty, or a heatdeploy bundle (its other artifacts are kept while they still belong to
@@ -111,7 +113,7 @@ def export(model: str, out: str | Path, *, format: str = "onnx", precision: str 
     int8 = Int8Options(calib=calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
                        preset=preset, accuracy_control=accuracy_control,
                        activation_type=profile.activation_type if profile is not None else "auto",
-                       symmetric_activations=format == "tensorrt")  # TensorRT INT8 is symmetric
+                       symmetric_activations=format == "tensorrt", budget_s=budget_s)  # TensorRT INT8 is symmetric
     if model.endswith(".tflite"):
         from heatdeploy.exporters.tflite import check_tflite, require_spec
 
@@ -304,13 +306,13 @@ def _carry_over(old: Any, bundle: Any, fp32: Any) -> tuple[list[str], list[str]]
 # --- calibrate ---------------------------------------------------------------------------------------
 def calibrate(bundle: str | Path, data: str, *, method: str = "auto", calib_size: int | None = None,
               seed: int = 0, keep_fp32: str = "auto", symmetric: bool = SYMMETRIC_ACTIVATIONS,
-              activation_type: str = "auto", hooks: Hooks = QUIET) -> Any:
+              activation_type: str = "auto", budget_s: float = 300.0, hooks: Hooks = QUIET) -> Any:
     """``heatdeploy calibrate``: add the ORT INT8 artifact (model.int8.onnx + ranges) to ``bundle``.
 
     Returns the calibration report (``summary()``, ranges, what stayed FP32).
     """
     opts = Int8Options(calib=data, method=method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
-                       activation_type=activation_type, symmetric_activations=symmetric)
+                       activation_type=activation_type, symmetric_activations=symmetric, budget_s=budget_s)
     return add_int8(Path(bundle), opts, hooks=hooks)
 
 
@@ -326,7 +328,8 @@ def add_int8(bundle: str | Path, calib: str | Int8Options | None, *, hooks: Hook
         art, report = add_onnx_int8(Path(bundle), opts.calib or "synthetic", method=opts.method,
                                     calib_size=opts.calib_size, seed=opts.seed, keep_fp32=opts.keep_list(),
                                     activation_type=opts.activation_type,
-                                    symmetric_activations=opts.symmetric_activations)
+                                    symmetric_activations=opts.symmetric_activations, budget_s=opts.budget_s,
+                                    progress=hooks.log)
     hooks.log(f"INT8 artifact {art.name}: {report.summary()}")
     return report
 

@@ -126,6 +126,10 @@ def expand_images(paths: list[Path]) -> list[Path]:
     return expand(paths)
 
 
+BUDGET_HELP = ("INT8 (ORT): seconds for the per-layer sensitivity pass plus the latency-measured mix search; "
+               "when they run out, the untested layers stay INT8 and the log says so")
+
+
 @app.command()
 @cli_errors
 def export(
@@ -153,6 +157,7 @@ def export(
         help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")] = None,
     force: Annotated[bool, typer.Option(help="replace --out even when it is a file or a folder that is not a "
                                              "heatdeploy bundle")] = False,
+    budget_s: Annotated[float, typer.Option(help=BUDGET_HELP)] = 300.0,
 ) -> None:
     """Export MODEL to a bundle: manifest.json + model.onnx (+ model.int8.onnx) + sha256 of each file.
 
@@ -183,7 +188,7 @@ def export(
         api.export(model, out, format=format, precision=precision, weights=weights, spec=spec, opset=opset,
                    device=device, calib=calib, calib_method=calib_method, calib_size=calib_size, seed=seed,
                    keep_fp32=keep_fp32, preset=preset, accuracy_control=accuracy_control, force=force,
-                   hooks=hooks)
+                   budget_s=budget_s, hooks=hooks)
     console.print(f"bundle written: {out}")
 
 
@@ -198,6 +203,7 @@ def calibrate(
     keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",
     symmetric: Annotated[bool, typer.Option(help="symmetric activations (needed for TensorRT; asymmetric runs "
                                                  "faster and closer to FP32 on ORT CPU)")] = False,
+    budget_s: Annotated[float, typer.Option(help=BUDGET_HELP)] = 300.0,
 ) -> None:
     """Calibrate INT8 for a bundle: writes model.int8.onnx, calibration.json and calibration.cache into it.
 
@@ -207,7 +213,7 @@ def calibrate(
 
     with _hooks() as hooks:
         api.calibrate(model, data, method=method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
-                      symmetric=symmetric, hooks=hooks)
+                      symmetric=symmetric, budget_s=budget_s, hooks=hooks)
 
 
 # --- run ---------------------------------------------------------------------------------------------
@@ -233,9 +239,8 @@ def stream_sources(pipe: Any, sources: list[str], out: Path | None, *, jsonl: st
     """SOURCES through ``pipe`` into the sinks asked for; returns (stats, source, records sink)."""
     import warnings
 
-    from heatdeploy.runtime.sinks import JsonlSink, OverlaySink, RecordsSink, VideoSink
     from heatdeploy.runtime.sources import SkippedInputWarning, open_source
-    from heatdeploy.runtime.stream import BoxFile, StreamConfig, run_stream
+    from heatdeploy.runtime.stream import BoxFile, StreamConfig, default_sinks, run_stream
 
     box_file = BoxFile(boxes) if boxes is not None else None
     with warnings.catch_warnings(record=True) as skipped:
@@ -244,18 +249,8 @@ def stream_sources(pipe: Any, sources: list[str], out: Path | None, *, jsonl: st
     for w in skipped:
         console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False, soft_wrap=True)
     images = source.kind == "images"
-    records = RecordsSink(out / "predictions.json" if out is not None and images else None)
-    sinks: list[Any] = [records] if images and (keep_records or out is not None) else []
-    if jsonl is not None:
-        sinks.append(JsonlSink(None if jsonl == "-" else Path(jsonl)))
-    if out is not None:
-        sinks.append(JsonlSink(out / "predictions.jsonl"))
-        if images and overlays:
-            sinks.append(OverlaySink(out / "overlays"))
-    if video is None and out is not None and not images:
-        video = out / "annotated.mp4"
-    if video is not None:
-        sinks.append(VideoSink(video, source.fps))
+    sinks, records = default_sinks(source, out, jsonl=jsonl, video=video, overlays=overlays,
+                                   keep_records=keep_records)
     cfg = StreamConfig(batch_size=batch_size or (8 if images and not track else 1), max_frames=max_frames,
                        boxes=box_file, smooth=smooth, labels=labels, fps=source.fps, track=track)
     total = source.total if max_frames is None else min(max_frames, source.total or max_frames)
