@@ -4,7 +4,8 @@ The floor rule (``[floor]`` in a profile): existence flips and displacement are 
 own dither floor. A candidate passes existence if its flips on the decisions FP32 holds under dither are
 <= max(the flips the absolute agreement allows, flip_factor x the floor's flips); it passes mean (p95)
 displacement if that is <= max(the absolute limit, displacement_factor x the floor's mean (p95)). Without
-a measured floor, or for multi-instance rows (no stable decisions), only the absolute limit applies.
+a measured floor only the absolute limits apply; multi-instance rows have no FP32-held decisions, so their
+existence check stays absolute.
 """
 
 from __future__ import annotations
