@@ -24,7 +24,7 @@ import numpy as np
 from heatdeploy.errors import HeatdeployError
 from heatdeploy.runtime.pipeline import Pipeline, Prediction
 from heatdeploy.runtime.preprocess import BOX_PADDING
-from heatdeploy.runtime.sinks import FrameResult, Sink
+from heatdeploy.runtime.sinks import FrameResult, JsonlSink, OverlaySink, RecordsSink, Sink, VideoSink
 from heatdeploy.runtime.smoothing import OneEuroFilter
 from heatdeploy.runtime.sources import Frame
 
@@ -381,6 +381,27 @@ class Stream:
             pred.keypoints[i] = self.cfg.smooth(pred.keypoints[i], t, pred.present[i][:, None])
 
 
+def default_sinks(source: Any, out: Path | None, *, jsonl: str | None = None, video: Path | None = None,
+                  overlays: bool = True, keep_records: bool = False) -> tuple[list[Sink], RecordsSink]:
+    """The outputs of ``heatdeploy run``: ``out/predictions.jsonl`` always; for images ``predictions.json``
+    and ``overlays/``, for streams ``annotated.mp4`` (or ``video``); ``jsonl`` ('-': stdout) in addition.
+    """
+    images = source.kind == "images"
+    records = RecordsSink(out / "predictions.json" if out is not None and images else None)
+    sinks: list[Sink] = [records] if images and (keep_records or out is not None) else []
+    if jsonl is not None:
+        sinks.append(JsonlSink(None if jsonl == "-" else Path(jsonl)))
+    if out is not None:
+        sinks.append(JsonlSink(out / "predictions.jsonl"))
+        if images and overlays:
+            sinks.append(OverlaySink(out / "overlays"))
+    if video is None and out is not None and not images:
+        video = out / "annotated.mp4"
+    if video is not None:
+        sinks.append(VideoSink(video, source.fps))
+    return sinks, records
+
+
 def _round(t: float | None) -> float | None:
     return None if t is None else round(float(t), 4)
 
@@ -391,5 +412,5 @@ def run_stream(pipe: Pipeline, source: Any, sinks: Sequence[Sink], config: Strea
     return Stream(pipe, source, sinks, config, on_progress).run()
 
 
-__all__ = ["STAGES", "BoxFile", "Stream", "StreamConfig", "StreamError", "StreamStats", "full_frame_box",
-           "run_stream", "track_box"]
+__all__ = ["STAGES", "BoxFile", "Stream", "StreamConfig", "StreamError", "StreamStats", "default_sinks",
+           "full_frame_box", "run_stream", "track_box"]
