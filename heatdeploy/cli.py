@@ -245,9 +245,12 @@ def stream_sources(pipe: Any, sources: list[str], out: Path | None, *, jsonl: st
     box_file = BoxFile(boxes) if boxes is not None else None
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always", SkippedInputWarning)
-        source = open_source(sources)
-    for w in skipped:
-        console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+        try:
+            source = open_source(sources)
+        finally:  # say what was skipped, also when nothing was left to read
+            for w in skipped:
+                console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False,
+                              soft_wrap=True)
     images = source.kind == "images"
     sinks, records = default_sinks(source, out, jsonl=jsonl, video=video, overlays=overlays,
                                    keep_records=keep_records)

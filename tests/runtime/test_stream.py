@@ -132,6 +132,10 @@ def test_fifo_argument_does_not_hang(tiny_bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "cam.jpg: skipped (a FIFO)" in proc.stderr
     assert len(json.loads(proc.stdout)) == 1
+    proc = subprocess.run([PY, "-m", "heatdeploy.cli", "run", str(tiny_bundle), str(fifo)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "cam.jpg: skipped (a FIFO)" in proc.stderr and "every input was skipped" in proc.stderr
 
 
 def test_bad_labels_and_empty_folder_are_one_line_errors(tiny_bundle, tmp_path):
