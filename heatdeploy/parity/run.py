@@ -70,6 +70,10 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
     spec = ref_pipe.spec
     pdata = data if isinstance(data, Dataset) else load_dataset(spec, data, limit=limit, seed=seed)
     n = len(pdata)
+    if pdata.truth is not None and tuple(pdata.truth.keypoints.shape[:2]) != (n, spec.num_keypoints):
+        got = "x".join(str(d) for d in pdata.truth.keypoints.shape[:2])
+        raise ParityError(f"{pdata.source}: the ground truth is {got} (images x keypoints), the data and the model "
+                          f"need {n}x{spec.num_keypoints}; pass truth made for this model, or data without truth")
     accs = {name: TensorAccumulator(name) for name in spec.output_names}
     refs: list[KeypointSet] = []
     cands: list[KeypointSet] = []

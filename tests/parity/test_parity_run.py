@@ -178,3 +178,13 @@ def test_errors_are_clear_and_early(parity_bundle, tmp_path):
         run_parity(parity_bundle, "onnx-fp32-copy", data=tmp_path / "empty")
     with pytest.raises(DataError, match="synthetic:N"):
         run_parity(parity_bundle, "onnx-fp32-copy", data="synthetic:x")
+
+
+def test_truth_for_another_keypoint_count_is_refused_before_any_inference(parity_bundle):
+    from heatdeploy.datasets import Dataset, Truth
+
+    images = [np.zeros((64, 48, 3), np.uint8)] * 2
+    wrong = Truth(np.zeros((2, 5, 2), np.float32), np.ones((2, 5), bool), np.ones((2, 5), bool))
+    data = Dataset(kind="labelled", source="mine", names=["a", "b"], arrays=images, truth=wrong)
+    with pytest.raises(ParityError, match=r"mine: the ground truth is 2x5 .* need 2x17; pass truth made for"):
+        run_parity(parity_bundle, "onnx-fp32-copy", data=data)
