@@ -11,7 +11,8 @@ It prints the median fps of both, their ratio (target: stream >= 0.95x bare), an
 mean time per frame in each stage (the stages overlap, so they can add up to more than the frame time).
 Without ``--bundle`` the reference model is exported to a temporary folder first (needs torch).
 
-    nice -n 10 python benchmarks/stream.py [--bundle DIR] [--frames 200] [--size 640x480] [--threads 1]
+    nice -n 10 python benchmarks/stream.py [--bundle DIR] [--artifact NAME] [--frames 200] [--size 640x480]
+        [--threads 1] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def stream_once(pipe, clip: Path, out: Path):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, help="bundle or .onnx (default: export the reference model)")
+    ap.add_argument("--artifact", help="artifact name in the bundle, e.g. openvino-int8 (default: FP32)")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", default="640x480", help="frame size WxH of the generated video")
     ap.add_argument("--threads", type=int, default=1, help="engine threads (0: engine default)")
@@ -78,8 +80,9 @@ def main() -> int:
             from heatdeploy.api import export_bundle
 
             bundle = export_bundle("reference", tmp / "bundle")
-        probe = Pipeline.load(bundle)
-        pipe = Pipeline.load(bundle, options=backend_options(probe.backend_name, args.threads))
+        probe = Pipeline.load(bundle, artifact=args.artifact)
+        pipe = Pipeline.load(bundle, artifact=args.artifact, options=backend_options(probe.backend_name,
+                                                                                     args.threads))
         clip = write_clip(tmp / "clip.avi", args.frames, size)
         tensors = [pipe.preprocess([f.image]).tensor for f in open_source([str(clip)])]
         bare_fps(pipe, tensors[:5])  # warm-up
