@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,9 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     # Multi-instance (centre) heads: the arrays above are [N,M,K,...] and this is [N,M] (0: empty slot).
     instance_scores: np.ndarray | None = None
-    # What plot() needs: the images predicted (references, not copies), keypoint names and skeleton.
-    images: list[np.ndarray] | None = field(default=None, repr=False)
+    # What plot() needs: the images predicted, keypoint names and skeleton. Images read from paths are held;
+    # arrays the caller passed are weak references, so a loop that keeps predictions does not keep frames.
+    images: list[Any] | None = field(default=None, repr=False)
     names: tuple[str, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
 
@@ -56,9 +58,11 @@ class Prediction:
         from heatdeploy.runtime.draw import draw_keypoints
 
         if image is None:
-            if self.images is None:
-                raise InputError("Prediction.plot: this prediction holds no images; pass image=")
-            image = self.images[index]
+            held = None if self.images is None else self.images[index]
+            image = held() if isinstance(held, weakref.ref) else held
+            if image is None:
+                raise InputError("Prediction.plot: this prediction no longer holds its image (arrays are kept "
+                                 "only while you hold them); pass image=")
         return draw_keypoints(image, self.keypoints[index], self.presence[index], self.present[index],
                               self.skeleton, names=self.names or None, labels=labels)
 
@@ -164,12 +168,14 @@ class Pipeline:
                 batch_size: int = 8) -> Prediction:
         """Images (arrays in BGR or paths) -> keypoints in each image's own pixels."""
         arrays = [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
+        held = [a if isinstance(im, (str, Path)) else _weak(a) for im, a in zip(images, arrays, strict=True)]
         if not arrays:
             raise InputError("predict: no images given")
         preds = []
         for i in range(0, len(arrays), batch_size):
             chunk_boxes = None if boxes is None else np.asarray(boxes)[i:i + batch_size]
             preds.append(self._predict_batch(arrays[i:i + batch_size], chunk_boxes))
+            preds[-1].images = held[i:i + batch_size]
         return _concat(preds)
 
     def _predict_batch(self, images: Sequence[np.ndarray], boxes: np.ndarray | None) -> Prediction:
@@ -180,7 +186,6 @@ class Pipeline:
         t2 = time.perf_counter()
         pred = self.decode(outputs, batch.transforms, batch.image_sizes)
         t3 = time.perf_counter()
-        pred.images = list(images)
         pred.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "decode": t3 - t2}
         return pred
 
@@ -192,6 +197,14 @@ class Pipeline:
                           image_sizes=np.asarray(image_sizes), keypoints_input=dec.coords, outputs=outputs,
                           instance_scores=dec.instance_scores, names=tuple(self.spec.keypoints),
                           skeleton=tuple(tuple(e) for e in self.spec.skeleton))
+
+
+def _weak(image: Any) -> Any:
+    """A weak reference to an array (a strong one to anything that cannot be weakly referenced)."""
+    try:
+        return weakref.ref(image)
+    except TypeError:
+        return image
 
 
 def pick_artifact(b: Bundle, name: str | None = None, precision: str | None = None,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from heatdeploy.errors import HeatdeployError
 from heatdeploy.runtime.sinks import JsonlSink, VideoSink
 from heatdeploy.runtime.smoothing import OneEuroFilter
 from heatdeploy.runtime.sources import Frame, open_source
@@ -429,3 +430,22 @@ def test_fast_normalise_is_bit_identical_to_the_plain_formula(layout, color):
     want = x * (spec.scale / std).astype(np.float32) - (mean / std).astype(np.float32)
     want = want.transpose(0, 3, 1, 2) if layout == "NCHW" else want
     np.testing.assert_array_equal(Preprocessor(spec)._normalise(batch), want)
+
+
+def test_predictions_do_not_keep_the_callers_frames_alive(tiny_bundle, tmp_path):
+    import gc
+
+    from heatdeploy.runtime import Pipeline
+
+    pipe = Pipeline.load(tiny_bundle)
+    frame = np.full((48, 64, 3), 80, np.uint8)
+    pred = pipe.predict([frame])
+    assert pred.plot(0).shape == frame.shape  # held by the caller: plot works
+    del frame
+    gc.collect()
+    with pytest.raises(HeatdeployError, match="pass image="):
+        pred.plot(0)
+    assert pred.plot(0, image=np.zeros((48, 64, 3), np.uint8)).shape == (48, 64, 3)
+    path = tmp_path / "f.png"
+    cv2.imwrite(str(path), np.full((40, 30, 3), 10, np.uint8))
+    assert pipe.predict([path]).plot(0).shape == (40, 30, 3)  # read from a path: held by the prediction
