@@ -76,6 +76,8 @@ def cli_errors(fn: F) -> F:
 
     ``--debug`` adds the traceback. Usage errors and exits pass through to typer.
     """
+    if getattr(fn, "_cli_errors", False):
+        return fn
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -91,6 +93,7 @@ def cli_errors(fn: F) -> F:
                 _fail(msg, code)
             raise typer.Exit(code) from None
 
+    wrapper._cli_errors = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 
@@ -683,6 +686,20 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="output folder")]
     if code:
         raise typer.Exit(code)
 
+
+def _guard_all(typer_app: typer.Typer) -> None:
+    """Every command and callback, also one registered without @cli_errors, gets the one error path."""
+    infos = [*typer_app.registered_commands,
+             *([typer_app.registered_callback] if typer_app.registered_callback is not None else [])]
+    for info in infos:
+        if info.callback is not None:
+            info.callback = cli_errors(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _guard_all(group.typer_instance)
+
+
+_guard_all(app)
 
 if __name__ == "__main__":
     app()

@@ -226,3 +226,24 @@ def test_runtime_shape_errors_are_heatdeploy_errors(random_reference_bundle):
     with pytest.raises(InputError, match="no images"):
         pipe.predict([])
     assert issubclass(ModelOutputError, HeatdeployError) and issubclass(InputError, HeatdeployError)
+
+
+def test_every_command_and_callback_has_the_error_path(monkeypatch):
+    """Also a callback registered without @cli_errors (``devices``): an OS error there is one line, exit 2."""
+    import heatdeploy.devices.profiles as profiles
+
+    def stack(t):
+        infos = [*t.registered_commands, *([t.registered_callback] if t.registered_callback else [])]
+        yield from (i.callback for i in infos if i.callback is not None)
+        for g in t.registered_groups:
+            yield from stack(g.typer_instance)
+
+    callbacks = list(stack(app))
+    assert len(callbacks) > 10 and all(getattr(cb, "_cli_errors", False) for cb in callbacks)
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(profiles, "describe_profiles", full)
+    res = _invoke("devices", "--json")
+    assert res.exit_code == EXIT_INPUT and "no space left" in _one_error_line(res)
