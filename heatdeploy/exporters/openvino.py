@@ -47,6 +47,7 @@ WEIGHTS = {"fp32": "f32", "bf16": "f32 (same IR as fp32)", "fp16": "f16 (compres
            "int8": "int8 (NNCF), float scope f32"}
 SOURCE_ARTIFACT = "onnx-fp32"
 CHECK_SEED = 1234  # seeded inputs for the post-export check against ORT FP32
+FLOAT_PART_FRAMES = 32  # frames (another seed than calibration's) the INT8 float-part choice is measured on
 
 
 class OpenVinoExportError(HeatdeployError, RuntimeError):
@@ -102,14 +103,24 @@ def dynamic_batch(model: ov.Model, input_name: str, source: str) -> list[str]:
     return [f"batch dimension made dynamic (the {source} input was {shape})"]
 
 
-def embed_rt_info(model: ov.Model, spec: ModelSpec, precision: str, extra: dict[str, str] | None = None) -> None:
-    """Spec, precision and inference precision under ``rt_info['heatdeploy']`` (read back by the backend)."""
+def embed_rt_info(model: ov.Model, spec: ModelSpec, precision: str, extra: dict[str, str] | None = None,
+                  inference: str | None = None) -> None:
+    """Spec, precision and inference precision under ``rt_info['heatdeploy']`` (read back by the backend).
+
+    ``inference``: the compile precision preference when it is not the precision's default (INT8's float
+    part, chosen by measurement: :func:`inference_precision`)."""
     model.set_rt_info(spec.to_json(indent=None), list(RT_SPEC))
     model.set_rt_info(precision, list(RT_PRECISION))
-    model.set_rt_info(INFERENCE_PRECISION[precision], list(RT_INFERENCE))
+    model.set_rt_info(inference or INFERENCE_PRECISION[precision], list(RT_INFERENCE))
     model.set_rt_info(__version__, [RT_SECTION, "heatdeploy_version"])
     for key, value in (extra or {}).items():
         model.set_rt_info(str(value), [RT_SECTION, key])
+
+
+def inference_precision(precision: str, calibration: dict[str, Any] | None) -> str:
+    """The IR's compile precision: the measured float-part choice for INT8 when made, else the default."""
+    chosen = ((calibration or {}).get("float_part") or {}).get("rt_precision")
+    return str(chosen) if precision == "int8" and chosen else INFERENCE_PRECISION[precision]
 
 
 def read_ir_spec(xml: str | Path) -> ModelSpec | None:
@@ -147,6 +158,7 @@ def add_openvino_artifact(
     ranking_subset_size: int | None = 100,
     source: str = SOURCE_ARTIFACT,
     check: bool = True,
+    float_part: str = "auto",
 ) -> Artifact:
     """Convert the bundle's ``onnx-fp32`` to OpenVINO at ``precision``, write it and record it in the manifest.
 
@@ -159,7 +171,8 @@ def add_openvino_artifact(
     split, image folder or ``synthetic:N``; default: ``synthetic:<validation_size>`` with another seed when
     calibrating on synthetic, else the calibration folder) as PCK@``pck_alpha`` (of the image diagonal),
     bounded by ``max_iterations`` and ``ranking_subset_size``. ``check`` runs the IR and ORT FP32 on two
-    seeded inputs and records the largest difference per output.
+    seeded inputs and records the largest difference per output. ``float_part`` (INT8): auto | f32 | bf16,
+    the precision the layers NNCF leaves float compile with (auto: measured, see :func:`_quantize`).
 
     Returns the recorded Artifact; its ``calibration`` holds the NNCF report for INT8 (``summary``,
     ``excluded``, ``layers``, ``accuracy_control.reverted_to_fp32``).
@@ -195,12 +208,12 @@ def add_openvino_artifact(
             accuracy_control=accuracy_control, accuracy_data=accuracy_data, validation_size=validation_size,
             pck_alpha=pck_alpha, keep_fp32=keep_fp32, target_device=target_device,
             fast_bias_correction=fast_bias_correction, max_iterations=max_iterations,
-            ranking_subset_size=ranking_subset_size)
-    embed_rt_info(model, spec, precision, extra_rt)
+            ranking_subset_size=ranking_subset_size, float_part=float_part)
+    embed_rt_info(model, spec, precision, extra_rt, inference_precision(precision, calibration))
 
     notes: dict[str, Any] = {
         "source_artifact": source, "source_sha256": src.sha256,
-        "inference_precision": INFERENCE_PRECISION[precision],
+        "inference_precision": inference_precision(precision, calibration),
         "weights": WEIGHTS[precision], "dynamic_batch": is_dynamic_batch(model, spec.input.name),
         "rt_info": {"spec": "/".join(RT_SPEC), "precision": "/".join(RT_PRECISION),
                     "inference_precision": "/".join(RT_INFERENCE)},
@@ -288,8 +301,12 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
               preset: str, accuracy_control: float | None, accuracy_data: str | None, validation_size: int,
               pck_alpha: float, keep_fp32: str | Sequence[str], target_device: str, fast_bias_correction: bool,
               max_iterations: int, ranking_subset_size: int | None,
-              onnx_path: Path | None = None, no_onnx: str = "") -> tuple[ov.Model, dict[str, Any], str]:
-    """NNCF INT8 from the shared calibration sources; returns the model, its record and NNCF's version."""
+              onnx_path: Path | None = None, no_onnx: str = "",
+              float_part: str = "auto") -> tuple[ov.Model, dict[str, Any], str]:
+    """NNCF INT8 from the shared calibration sources; returns the model, its record and NNCF's version.
+
+    ``float_part``: auto (measure f32 and bf16 float parts, keep the fastest that holds the gate's keypoint
+    limits: :mod:`heatdeploy.calibration.ov_float_part`), f32 or bf16."""
     import nncf
 
     from heatdeploy.calibration.nncf_quantize import quantize_openvino_int8
@@ -301,6 +318,7 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
                                    "a video, a .npy/.npz of preprocessed inputs, or 'synthetic' (reference only)")
         calib = "synthetic"
     source = open_source(bundle.spec, calib, size=calib_size, seed=seed)
+    held = open_source(bundle.spec, calib, size=FLOAT_PART_FRAMES, seed=seed + 1)  # frames for the float-part choice
     keep, note = _resolve_keep(keep_fp32, model, onnx_path, bundle.spec, source, no_onnx)
     validation = None
     if accuracy_control is not None:
@@ -312,7 +330,13 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
     if note:
         report.notes.insert(0, note)
         report.options["keep_fp32"] = "auto"
-    return quantized, report.to_manifest(), nncf.__version__
+    record = report.to_manifest()
+    from heatdeploy.calibration.ov_float_part import choose_float_part
+
+    choice = choose_float_part(model, quantized, bundle.spec, list(held.batches(8)), requested=float_part)
+    record["float_part"] = choice.to_dict()
+    record["notes"] = [*record.get("notes", []), *choice.notes]
+    return quantized, record, nncf.__version__
 
 
 def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, onnx_path: Path | None, spec: ModelSpec,

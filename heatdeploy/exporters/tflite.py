@@ -209,10 +209,11 @@ def add_tflite_openvino_artifact(bundle_dir: str | Path, tflite: str | Path, pre
                 ranking_subset_size=100, onnx_path=onnx_path, no_onnx=note)
         if via_onnx is not None:
             calibration.setdefault("notes", []).insert(0, note)
-    ovx.embed_rt_info(model, spec, precision, {"source_tflite_sha256": digest})
+    ovx.embed_rt_info(model, spec, precision, {"source_tflite_sha256": digest},
+                      ovx.inference_precision(precision, calibration))
     notes: dict[str, Any] = {
         "source": "tflite", "source_sha256": digest,
-        "inference_precision": ovx.INFERENCE_PRECISION[precision], "weights": ovx.WEIGHTS[precision],
+        "inference_precision": ovx.inference_precision(precision, calibration), "weights": ovx.WEIGHTS[precision],
         "dynamic_batch": ovx.is_dynamic_batch(model, spec.input.name), "convert_s": round(t_convert, 3),
     }
     if conv_notes:
