@@ -26,10 +26,10 @@ except ImportError:  # pragma: no cover - older typer on click
     from click import ClickException
 
 from heatdeploy import __version__
-from heatdeploy.errortext import EXIT_INPUT, describe
+from heatdeploy.errortext import EXIT_INPUT, EXIT_INTERRUPTED, describe
 
 EXIT_HELP = ("Exit codes: 0 ok; 1 a gate failed (parity out of tolerance); 2 bad input or usage; "
-             "3 internal error (a bug: rerun with --debug for the traceback).")
+             "3 internal error (a bug: rerun with --debug for the traceback); 130 interrupted (Ctrl-C).")
 app = typer.Typer(
     help="Deploy heatmap keypoint models with existence heads to edge engines, with keypoint-level parity.\n\n"
          "Examples:\n\n"
@@ -83,8 +83,12 @@ def cli_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, ClickException, KeyboardInterrupt, SystemExit):
-            raise  # exits, usage errors (typer prints them, exit 2) and Ctrl-C are typer's
+        except (typer.Exit, typer.Abort, ClickException, SystemExit):
+            raise  # exits and usage errors (typer prints them, exit 2) are typer's
+        except KeyboardInterrupt:  # not 1: a CI job must not read Ctrl-C as a failed gate
+            with contextlib.suppress(OSError):
+                _fail("interrupted (Ctrl-C)", EXIT_INTERRUPTED)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
             code, msg = describe(exc)
             with contextlib.suppress(OSError):  # stderr itself gone: still exit with the code
@@ -469,9 +473,9 @@ def spec_infer_cmd(
     data: Annotated[str | None, typer.Option(help="images to judge logits vs probabilities on (folder, video, "
                                                    ".npy/.npz); default: random inputs")] = None,
     data_size: Annotated[int, typer.Option(help="images used from --data")] = 8,
-    preset: Annotated[str | None, typer.Option("--from", help="the trainer family (mmpose, mediapipe, openpose): "
-                                                              "sets colour, scaling, mean/std and the heatmap "
-                                                              "convention the graph cannot show")] = None,
+    preset: Annotated[str | None, typer.Option("--from", help="the trainer family (mmpose, mediapipe, openpose, "
+                                                              "trt_pose): sets colour, scaling, mean/std and the "
+                                                              "heatmap convention the graph cannot show")] = None,
 ) -> None:
     """Propose a ModelSpec from the graph (layouts, stride, heatmap/existence outputs, logits or not).
 

@@ -205,7 +205,17 @@ OPENPOSE_COCO18_LIMBS: tuple[tuple[int, int, int, int], ...] = (
     (1, 0, 28, 29), (0, 14, 30, 31), (14, 16, 34, 35), (0, 15, 32, 33), (15, 17, 36, 37),
     (2, 16, 18, 19), (5, 17, 26, 27),
 )
-PAF_PRESETS: dict[str, tuple[tuple[int, int, int, int], ...]] = {"openpose-coco18": OPENPOSE_COCO18_LIMBS}
+# NVIDIA trt_pose's human_pose.json: COCO's 17 keypoints + neck, 21 links. Link k reads PAF channels 2k (the
+# row, y, component) and 2k + 1 (the column, x, component), so here x is 2k + 1 and y is 2k.
+TRT_POSE_PARTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                  "right_knee", "left_ankle", "right_ankle", "neck")
+_TRT_POSE_SKELETON = ((16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 8), (7, 9), (8, 10), (9, 11), (2, 3),
+                      (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7), (18, 1), (18, 6), (18, 7), (18, 12), (18, 13))
+TRT_POSE_LIMBS: tuple[tuple[int, int, int, int], ...] = tuple(
+    (a - 1, b - 1, 2 * k + 1, 2 * k) for k, (a, b) in enumerate(_TRT_POSE_SKELETON))
+PAF_PRESETS: dict[str, tuple[tuple[int, int, int, int], ...]] = {"openpose-coco18": OPENPOSE_COCO18_LIMBS,
+                                                                 "trt_pose-coco18": TRT_POSE_LIMBS}
 
 
 @dataclass(frozen=True)

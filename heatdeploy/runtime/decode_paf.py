@@ -10,8 +10,10 @@ which part peaks belong together. The parse follows OpenPose's and trt_pose's re
    ``min(0, h / (2 |b - a|) - 1)``; a pair needs ``min_inliers`` of its samples above ``min_alignment`` and a
    positive score;
 4. assignment per limb: greedy by score, each peak joined once per limb (OpenPose, trt_pose);
-5. skeletons: connected components of the accepted limbs. Limbs that close a cycle in the part graph (COCO-18's
-   ear-shoulder pair) are scored but do not join people, so a person holds at most one peak per part;
+5. skeletons: connected components of the accepted limbs over a spanning tree of the part graph
+   (:func:`tree_limbs`), so a person holds at most one peak per part; the limbs that would close a cycle
+   (COCO-18's ear-shoulder pair) then join two people only when they share no part (OpenPose's merge), which
+   mends a person split by a missing tree part;
 6. people: components with ``min_parts`` parts whose mean (part + limb) score reaches ``min_score``, best
    first, in ``max_people`` slots.
 
@@ -30,7 +32,6 @@ import numpy as np
 from heatdeploy.runtime.decode_centers import local_peaks
 
 
-
 @dataclass
 class People:
     """People decoded from one batch; M slots per image, valid ones first, best score first."""
@@ -46,7 +47,9 @@ class People:
 def tree_limbs(limbs: tuple[tuple[int, int, int, int], ...], num_parts: int) -> np.ndarray:
     """bool ``[L]``: limbs that join two parts not yet connected by earlier limbs (a spanning forest).
 
-    Runs once per limb table (cached), over the table's entries, not over data.
+    Table order decides, as in OpenPose, whose COCO-18 table lists the tree from the neck first and its two
+    ear-shoulder links last. The other limbs only join people in :func:`_merge_redundant`. Runs once per limb
+    table (cached), over the table's entries, not over data.
     """
     root = list(range(num_parts))
 
@@ -155,6 +158,58 @@ def assign_greedy(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return partner.reshape(n, lcount, p), link.reshape(n, lcount, p)
 
 
+def _edges(partner: np.ndarray, pa: np.ndarray, pb: np.ndarray, p: int, use: np.ndarray,
+           with_index: bool = False) -> tuple[np.ndarray, ...]:
+    """Accepted pairs of the limbs in ``use`` as node ids: image ``[E]``, node a ``[E]``, node b ``[E]``."""
+    en, el, ei = np.nonzero((partner >= 0) & use[None, :, None])
+    ea = pa[el] * p + ei
+    eb = pb[el] * p + partner[en, el, ei]
+    return (en, ea, eb, el, ei) if with_index else (en, ea, eb)
+
+
+def _components(n: int, nodes: int, en: np.ndarray, ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """Label propagation: ``[N, nodes]`` smallest node id of each node's component (one hop per round)."""
+    labels = np.broadcast_to(np.arange(nodes), (n, nodes)).copy()
+    for _ in range(nodes):
+        low = np.minimum(labels[en, ea], labels[en, eb])
+        new = labels.copy()
+        np.minimum.at(new, (en, ea), low)
+        np.minimum.at(new, (en, eb), low)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return labels
+
+
+def _merge_redundant(labels: np.ndarray, partner: np.ndarray, pa: np.ndarray, pb: np.ndarray, p: int, k: int,
+                     node_ok: np.ndarray, redundant: np.ndarray) -> np.ndarray:
+    """Join two people by a limb outside the tree when they share no part (OpenPose's merge rule).
+
+    A person whose tree link is missing (an occluded neck or ear) is split in two; a redundant limb between
+    the halves puts them back together. One pass per redundant limb, vectorised over images and pairs.
+    """
+    n, nodes = labels.shape
+    for limb in np.flatnonzero(redundant):
+        en, ea, eb = _edges(partner, pa, pb, p, np.arange(redundant.size) == limb)
+        if en.size == 0:
+            continue
+        vn, vnode = np.nonzero(node_ok)
+        occupied = np.zeros((n, nodes, k), dtype=bool)
+        occupied[vn, labels[vn, vnode], vnode // p] = True
+        ca, cb = labels[en, ea], labels[en, eb]
+        join = (ca != cb) & ~(occupied[en, ca] & occupied[en, cb]).any(axis=-1)
+        if not join.any():
+            continue
+        remap = np.broadcast_to(np.arange(nodes), (n, nodes)).copy()
+        remap[en[join], np.maximum(ca, cb)[join]] = np.minimum(ca, cb)[join]
+        for _ in range(nodes):  # chains (x -> y -> z) settle in a few rounds
+            new = np.take_along_axis(remap, labels, axis=1)
+            if np.array_equal(new, labels):
+                break
+            labels = new
+    return labels
+
+
 def decode_paf(parts: np.ndarray, pafs: np.ndarray, limbs: tuple[tuple[int, int, int, int], ...], *,
                max_people: int = 20, peak_threshold: float = 0.1, pool_kernel: int = 3, max_peaks: int = 24,
                samples: int = 10, min_alignment: float = 0.05, min_inliers: float = 0.8, min_parts: int = 3,
@@ -186,27 +241,20 @@ def decode_paf(parts: np.ndarray, pafs: np.ndarray, limbs: tuple[tuple[int, int,
 
     # Connected components over the tree limbs: node id = part * P + peak, label = smallest id reached.
     tree = tree_limbs(tuple(map(tuple, table.tolist())), k)
-    en, el, ei = np.nonzero((partner >= 0) & tree[None, :, None])
-    ea = pa[el] * p + ei
-    eb = pb[el] * p + partner[en, el, ei]
-    labels = np.broadcast_to(np.arange(k * p), (n, k * p)).copy()
-    for _ in range(k + 1):
-        low = np.minimum(labels[en, ea], labels[en, eb])
-        new = labels.copy()
-        np.minimum.at(new, (en, ea), low)
-        np.minimum.at(new, (en, eb), low)
-        if np.array_equal(new, labels):
-            break
-        labels = new
-
     node_ok = pvalid.reshape(n, k * p)
-    flat = (np.arange(n)[:, None] * (k * p) + labels)[node_ok]
+    labels = _components(n, k * p, *_edges(partner, pa, pb, p, tree))
+    labels = _merge_redundant(labels, partner, pa, pb, p, k, node_ok, ~tree)
+
+    # Person score: mean of its parts' peak values and of the scores of the limbs inside it.
     size = n * k * p
+    flat = (np.arange(n)[:, None] * (k * p) + labels)[node_ok]
     parts_in = np.bincount(flat, minlength=size)
     total = np.bincount(flat, weights=pscore.reshape(n, k * p)[node_ok], minlength=size)
-    edge_comp = en * (k * p) + labels[en, ea]
+    en, ea, eb, el, ei = _edges(partner, pa, pb, p, np.ones(len(table), dtype=bool), with_index=True)
+    inside = labels[en, ea] == labels[en, eb]
+    edge_comp = (en * (k * p) + labels[en, ea])[inside]
     limbs_in = np.bincount(edge_comp, minlength=size)
-    total += np.bincount(edge_comp, weights=link[en, el, ei], minlength=size)
+    total += np.bincount(edge_comp, weights=link[en, el, ei][inside], minlength=size)
     mean = total / np.maximum(parts_in + limbs_in, 1)
     is_root = (labels == np.arange(k * p)) & node_ok
     good = is_root.reshape(-1) & (parts_in >= min_parts) & (mean >= min_score)

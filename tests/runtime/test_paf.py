@@ -10,6 +10,8 @@ from heatdeploy.runtime.heads import decode_outputs
 from heatdeploy.spec import (
     OPENPOSE_COCO18_LIMBS,
     OPENPOSE_COCO18_PARTS,
+    TRT_POSE_LIMBS,
+    TRT_POSE_PARTS,
     HeatmapSpec,
     ModelSpec,
     PafSpec,
@@ -36,21 +38,27 @@ def three_people() -> np.ndarray:
     return people
 
 
-def render(people: np.ndarray, sigma: float = 1.0, width: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def render(people: np.ndarray, sigma: float = 1.0, width: float = 1.0, limbs: tuple = OPENPOSE_COCO18_LIMBS,
+           missing: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Part maps [K,h,w] (max over people) and PAFs [38,h,w] (unit limb vectors, averaged where limbs overlap).
 
     As OpenPose renders its training targets: a Gaussian per part, and per limb the unit vector on every
-    pixel within ``width`` of the segment.
+    pixel within ``width`` of the segment. Parts in ``missing`` (occluded) are left out with their limbs.
     """
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
     parts = np.zeros((K, H, W))
     for person in people:
         for k, (x, y) in enumerate(person):
+            if k in missing:
+                continue
             parts[k] = np.maximum(parts[k], np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2)))
-    total = np.zeros((38, H, W))
-    count = np.zeros((38, H, W))
+    channels = 1 + max(max(limb[2], limb[3]) for limb in limbs)
+    total = np.zeros((channels, H, W))
+    count = np.zeros((channels, H, W))
     for person in people:
-        for a, b, cx, cy in OPENPOSE_COCO18_LIMBS:
+        for a, b, cx, cy in limbs:
+            if a in missing or b in missing:
+                continue
             pa, pb = person[a], person[b]
             d = pb - pa
             length = np.hypot(*d)
@@ -203,3 +211,40 @@ def test_parity_pairs_paf_people_and_counts_a_lost_one_as_flips() -> None:
                       instance_scores=dec.instance_scores)
     rec = pred.to_records(spec.keypoints)[0]
     assert len(rec["instances"]) == 3 and len(rec["instances"][0]["keypoints"]) == K
+
+
+def test_a_person_split_by_a_missing_tree_part_is_joined_by_a_redundant_limb() -> None:
+    # No right eye: the tree path nose -> right eye -> right ear is cut; the shoulder-ear limb brings the ear back.
+    truth = three_people()
+    parts, pafs = render(truth, missing=(14,))
+    people = decode_paf(parts[None], pafs[None], OPENPOSE_COCO18_LIMBS)
+    assert people.valid[0].sum() == 3  # the lone ears did not become people
+    slots = match(people.coords_hm[0, :3], truth)
+    for person, slot in enumerate(slots):
+        assert not people.found[0, slot, 14]
+        assert people.found[0, slot, 16], f"person {person}: right ear not joined back"
+        np.testing.assert_allclose(people.coords_hm[0, slot, 16], truth[person, 16], atol=0.35)
+
+
+def test_trt_pose_table_decodes_its_own_part_order() -> None:
+    # The same people in trt_pose's part order (COCO 17 + neck) with its 21 links, PAF channel 2k = y.
+    order = [OPENPOSE_COCO18_PARTS.index(name) for name in TRT_POSE_PARTS]
+    truth = three_people()[:, order]
+    assert len(TRT_POSE_LIMBS) == 21 and sorted(c for limb in TRT_POSE_LIMBS for c in limb[2:]) == list(range(42))
+    ears = (TRT_POSE_PARTS.index("left_ear"), TRT_POSE_PARTS.index("right_ear"))
+    for missing in ((), ears):  # without ears the arms hang on the neck-shoulder links
+        parts, pafs = render(truth, limbs=TRT_POSE_LIMBS, missing=missing)
+        people = decode_paf(parts[None], pafs[None], TRT_POSE_LIMBS)
+        assert people.valid[0].sum() == 3, missing
+        slots = _match_neck(people.coords_hm[0, :3], truth, TRT_POSE_PARTS.index("neck"))
+        for person, slot in enumerate(slots):
+            want = np.ones(K, bool)
+            want[list(missing)] = False
+            np.testing.assert_array_equal(people.found[0, slot], want)
+            err = np.abs(people.coords_hm[0, slot][want] - truth[person][want]).max()
+            assert err < 0.35, (missing, person, err)
+
+
+def _match_neck(decoded: np.ndarray, truth: np.ndarray, neck: int) -> np.ndarray:
+    d = np.linalg.norm(decoded[None, :, neck] - truth[:, None, neck], axis=-1)
+    return d.argmin(axis=1)

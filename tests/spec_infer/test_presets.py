@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from heatdeploy.runtime.heads import decode_outputs
-from heatdeploy.spec import OPENPOSE_COCO18_PARTS, SpecError
+from heatdeploy.spec import OPENPOSE_COCO18_PARTS, TRT_POSE_PARTS, SpecError
 from heatdeploy.spec_infer import infer_spec
 
 HERE = Path(__file__).parent
@@ -32,11 +32,11 @@ class OpenPoseLike(nn.Module):
 
 
 class OpenPoseSplit(nn.Module):
-    """Parts and PAFs as two NCHW outputs (trt_pose style: cmap [N,18,h,w], paf [N,38,h,w])."""
+    """Parts and PAFs as two NCHW outputs (trt_pose style: cmap [N,18,h,w], paf [N,C,h,w])."""
 
-    def __init__(self) -> None:
+    def __init__(self, pafs: int = 38) -> None:
         super().__init__()
-        self.net = zoo._backbone(18 + 38, 2)
+        self.net = zoo._backbone(18 + pafs, 2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.net(x)
@@ -50,7 +50,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "openpose": zoo._export(OpenPoseLike(), torch.randn(1, 3, zoo.H, zoo.W), root / "openpose.onnx",
                                 ["net_output"]),
-        "trt_pose": zoo._export(OpenPoseSplit(), torch.randn(1, 3, zoo.H, zoo.W), root / "trt_pose.onnx",
+        "split": zoo._export(OpenPoseSplit(), torch.randn(1, 3, zoo.H, zoo.W), root / "split.onnx",
+                             ["cmap", "paf"]),
+        "trt_pose": zoo._export(OpenPoseSplit(42), torch.randn(1, 3, zoo.H, zoo.W), root / "trt_pose.onnx",
                                 ["cmap", "paf"]),
         "mmpose": zoo.build_nchw(root, k=17).path,
         "mediapipe": zoo.build_nhwc_landmarks(root).path,
@@ -74,9 +76,17 @@ def test_openpose_preset_finds_parts_and_pafs_in_one_tensor(built: dict[str, Pat
 
 
 def test_openpose_preset_finds_a_separate_paf_output(built: dict[str, Path]) -> None:
-    spec, _ = infer_spec(built["trt_pose"], preset="openpose")
+    spec, _ = infer_spec(built["split"], preset="openpose")
     assert spec.paf is not None and (spec.paf.name, spec.paf.layout, spec.paf.offset) == ("paf", "NCHW", 0)
     assert spec.heatmap is not None and spec.heatmap.name == "cmap"
+
+
+def test_trt_pose_preset(built: dict[str, Path]) -> None:
+    spec, notes = infer_spec(built["trt_pose"], preset="trt_pose")
+    assert spec.keypoints == TRT_POSE_PARTS and spec.head == "paf" and spec.paf is not None
+    assert (spec.paf.name, spec.paf.preset, spec.paf.pool_kernel, spec.paf.samples) == ("paf", "trt_pose-coco18", 5, 7)
+    assert (spec.input.color, spec.input.resize, spec.input.mean) == ("RGB", "stretch", (0.485, 0.456, 0.406))
+    assert len(spec.skeleton) == 21 and any("trt_pose-coco18 limbs" in n for n in notes)
 
 
 def test_mmpose_and_mediapipe_presets(built: dict[str, Path]) -> None:
