@@ -164,6 +164,11 @@ class RecordsSink:
     def write(self, r: FrameResult) -> None:
         self.records.append(r.record)
 
+    def discard(self) -> None:
+        """After an error: no predictions.json rather than one that looks complete (the JSON Lines hold the
+        frames done)."""
+        self.path = None
+
     def close(self) -> None:
         if self.path is None or not self.records:
             return

@@ -290,6 +290,7 @@ class Stream:
                    _stage(self._infer, self._inferred, stop)]
         last = 0.0
         restore = self._catch_sigint()
+        failed = True
         try:
             while not self.stats.interrupted:
                 try:
@@ -304,8 +305,10 @@ class Stream:
                 if self.on_progress is not None and time.perf_counter() - last > 0.25:
                     last = time.perf_counter()
                     self.on_progress(self.stats)
+            failed = False
         except KeyboardInterrupt:
             self.stats.interrupted = True
+            failed = False
         finally:
             if restore is not None:
                 signal.signal(signal.SIGINT, restore)
@@ -313,7 +316,7 @@ class Stream:
             for t in threads:
                 t.join(timeout=2.0)
             self.source_close()
-            self._close_sinks()
+            self._close_sinks(failed)
         if self.on_progress is not None:
             self.on_progress(self.stats)
         return self.stats
@@ -338,11 +341,13 @@ class Stream:
         if close is not None:
             close()
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self, failed: bool) -> None:
+        """Close every sink; after an error, sinks with ``discard`` (whole-file outputs) write nothing."""
         errors = []
         for s in self.sinks:
             try:
-                s.close()
+                discard = getattr(s, "discard", None)
+                discard() if failed and discard is not None else s.close()
             except Exception as exc:  # close every sink, then report the first failure
                 errors.append(exc)
         if errors:

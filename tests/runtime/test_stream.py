@@ -449,3 +449,29 @@ def test_predictions_do_not_keep_the_callers_frames_alive(tiny_bundle, tmp_path)
     path = tmp_path / "f.png"
     cv2.imwrite(str(path), np.full((40, 30, 3), 10, np.uint8))
     assert pipe.predict([path]).plot(0).shape == (40, 30, 3)  # read from a path: held by the prediction
+
+
+def test_an_error_leaves_no_predictions_json_but_ctrl_c_does(tiny_bundle, tmp_path):
+    from heatdeploy.runtime import Pipeline
+    from heatdeploy.runtime.sinks import RecordsSink
+    from heatdeploy.runtime.sources import SourceError
+
+    def frames(fail):
+        yield Frame(0, np.zeros((48, 64, 3), np.uint8), "f0", None, "f0.png")
+        raise fail
+
+    class Source:
+        kind, fps, total = "images", None, None
+
+        def __init__(self, fail):
+            self.fail = fail
+
+        def __iter__(self):
+            return frames(self.fail)
+
+    pipe = Pipeline.load(tiny_bundle)
+    with pytest.raises(SourceError):
+        run_stream(pipe, Source(SourceError("x.png: broken")), [RecordsSink(tmp_path / "a.json")])
+    assert not (tmp_path / "a.json").exists()
+    run_stream(pipe, Source(KeyboardInterrupt()), [RecordsSink(tmp_path / "b.json")])
+    assert [r["name"] for r in json.loads((tmp_path / "b.json").read_text())] == ["f0"]
