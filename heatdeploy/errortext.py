@@ -1,6 +1,7 @@
 """One line for any exception: what the CLI prints, and the exit code a CI job can act on.
 
-Exit codes: 0 ok, 1 a gate failed (parity out of tolerance), 2 bad input or usage, 3 internal error (a bug).
+Exit codes: 0 ok, 1 a gate failed (parity out of tolerance), 2 bad input or usage, 3 internal error (a bug),
+130 interrupted (Ctrl-C).
 Nothing here imports an engine or an error class of an optional extra, so the handler itself cannot fail on
 a runtime-only install.
 """
@@ -12,6 +13,7 @@ import errno
 from heatdeploy.errors import HeatdeployError
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 # top-level module of an optional dependency -> the extra that installs it
 EXTRAS = {"torch": "export", "onnx": "export", "onnxscript": "export", "skimage": "export",
@@ -58,11 +60,14 @@ def _short(path: object, limit: int = 160) -> str:
 
 def os_error_line(exc: OSError) -> str:
     """``<path>: <what happened>; <fix>`` for an OS error (the path shortened when it is very long)."""
-    fix = _OS_FIXES.get(exc.errno or -1) or (exc.strerror or first_line(exc))
-    where = exc.filename if exc.filename is not None else None
-    if where is None:
-        return f"{fix} ({exc.strerror or type(exc).__name__})" if exc.errno not in _OS_FIXES else fix
-    return f"{_short(where)}: {fix}"
+    if exc.errno is None:  # raised by hand with only a path (FileNotFoundError(path))
+        what = "no such file or folder, or nothing usable in it; check the path" \
+            if isinstance(exc, FileNotFoundError) else type(exc).__name__
+        return f"{_short(first_line(exc))}: {what}"
+    fix = _OS_FIXES.get(exc.errno) or f"{exc.strerror or type(exc).__name__}"
+    if exc.filename is None:
+        return fix
+    return f"{_short(exc.filename)}: {fix}"
 
 
 def missing_extra_line(exc: ImportError) -> str | None:

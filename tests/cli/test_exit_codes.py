@@ -247,3 +247,19 @@ def test_every_command_and_callback_has_the_error_path(monkeypatch):
     monkeypatch.setattr(profiles, "describe_profiles", full)
     res = _invoke("devices", "--json")
     assert res.exit_code == EXIT_INPUT and "no space left" in _one_error_line(res)
+
+
+def test_ctrl_c_is_130_not_the_gate_code(random_reference_bundle, monkeypatch):
+    from heatdeploy import api
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "eval_bundle", interrupted)
+    res = _invoke("eval", random_reference_bundle)
+    assert res.exit_code == 130 and "interrupted (Ctrl-C)" in _one_error_line(res)
+
+
+def test_a_bare_file_not_found_names_the_path():
+    code, line = describe(FileNotFoundError("photos/empty"))
+    assert code == EXIT_INPUT and line.startswith("photos/empty: no such file or folder")
