@@ -9,6 +9,9 @@ round runs, back to back and alternating which goes first:
 
 It prints the median fps of both, their ratio (target: stream >= 0.95x bare), and the streaming pipeline's
 mean time per frame in each stage (the stages overlap, so they can add up to more than the frame time).
+Then the batch-1 overhead of ``Pipeline.predict`` over the bare engine call (what ``heatdeploy bench`` calls
+overhead; target <= 1.08), on a frame already at the input size and on a full-size frame, as the median
+of paired ratios with the order alternating.
 Without ``--bundle`` the reference model is exported to a temporary folder first (needs torch).
 
     nice -n 10 python benchmarks/stream.py [--bundle DIR] [--artifact NAME] [--frames 200] [--size 640x480]
@@ -28,6 +31,7 @@ import cv2
 import numpy as np
 
 TARGET = 0.95  # streaming fps / bare engine fps
+OVERHEAD = 1.08  # Pipeline.predict / bare engine call at batch 1
 
 
 def write_clip(path: Path, frames: int, size: tuple[int, int]) -> Path:
@@ -47,6 +51,30 @@ def bare_fps(pipe, tensors: list[np.ndarray]) -> float:
     for x in tensors:
         pipe.infer(x)
     return len(tensors) / (time.perf_counter() - t0)
+
+
+def overhead(pipe, image: np.ndarray, iters: int = 60) -> tuple[float, float, dict[str, float]]:
+    """``Pipeline.predict`` at batch 1 vs the bare engine call on the same frame, in alternating order:
+    (median of the paired ratios, bare ms, median ms per pipeline stage)."""
+    feeds = {pipe.spec.input.name: pipe.preprocess([image]).tensor}
+    ratios, bare, stages = [], [], {"preprocess": [], "infer": [], "decode": [], "total": []}
+    for i in range(iters + 3):
+        times = {}
+        for what in (("bare", "pipe") if i % 2 else ("pipe", "bare")):
+            t0 = time.perf_counter()
+            if what == "bare":
+                pipe.backend.infer(feeds)
+            else:
+                pred = pipe.predict([image], batch_size=1)
+            times[what] = time.perf_counter() - t0
+        if i >= 3:  # warm-up
+            ratios.append(times["pipe"] / times["bare"])
+            bare.append(times["bare"])
+            for k in ("preprocess", "infer", "decode"):
+                stages[k].append(pred.timings[k])
+            stages["total"].append(times["pipe"])
+    return (statistics.median(ratios), 1e3 * statistics.median(bare),
+            {k: 1e3 * statistics.median(v) for k, v in stages.items()})
 
 
 def stream_once(pipe, clip: Path, out: Path):
@@ -108,6 +136,13 @@ def main() -> int:
         per_stage = {k: statistics.median(m[k] for m in stages) for k in stages[0]}
         print("streaming ms/frame per stage (overlapping threads): "
               + "  ".join(f"{k} {v:.2f}" for k, v in per_stage.items()))
+        first = next(iter(open_source([str(clip)]))).image
+        for label, image in (("a frame at the input size", cv2.resize(first, (pipe.spec.input.width,
+                                                                               pipe.spec.input.height))),
+                             (f"a {size[0]}x{size[1]} frame", first)):
+            ratio_o, bare_ms, st = overhead(pipe, image)
+            print(f"Pipeline.predict / bare engine at batch 1, {label}: {ratio_o:.3f} (target <= {OVERHEAD}; "
+                  f"bare {bare_ms:.2f} ms; " + ", ".join(f"{k} {v:.2f}" for k, v in st.items()) + " ms)")
     return 0
 
 
