@@ -11,8 +11,9 @@ heatmap size, sigma, decoder), as MMPose codecs are, and keeps encode and decode
   rows/cols MMPose skips; targets at the rounded point unless DARK (then unbiased, sub-pixel).
 - ``mmpose-udp`` (MMPose ``UDPHeatmap``; legacy ``udp``): ``x_in = x_hm * (W_in - 1) / (W_hm - 1)`` (corner
   pixels onto corner pixels, the UDP paper's and MMPose's encode rule) and MMPose's DARK-UDP refinement.
-  MMPose's ``UDPHeatmap.decode`` scales by ``W_in / (W_hm - 1)`` instead, which does not invert its own
-  encode (a ``W_in / (W_in - 1)`` stretch, under half an input pixel at the far edge); this codec inverts it.
+  MMPose's ``UDPHeatmap.decode`` returns ``x_hm * W_in / (W_hm - 1)``, which its box step
+  (``x / W_in * box width``) turns into ``x_hm / (W_hm - 1) * box width``: corner-aligned, the same point as
+  this rule gives in input pixels.
 - ``mediapipe`` (``RefineLandmarksFromHeatmapCalculator``): ``x_in = x_hm * s``; the refinement window is
   centred on the truncated (not rounded) heatmap position, as MediaPipe casts with ``int()``.
 
