@@ -475,3 +475,15 @@ def test_an_error_leaves_no_predictions_json_but_ctrl_c_does(tiny_bundle, tmp_pa
     assert not (tmp_path / "a.json").exists()
     run_stream(pipe, Source(KeyboardInterrupt()), [RecordsSink(tmp_path / "b.json")])
     assert [r["name"] for r in json.loads((tmp_path / "b.json").read_text())] == ["f0"]
+
+
+def test_openvino_streams_the_same_keypoints_as_onnxruntime(tiny_bundle, tmp_path):
+    """The engine runs on its own thread: OpenVINO's infer request there gives ORT's keypoints."""
+    pytest.importorskip("openvino", reason="needs heatdeploy[openvino]")
+    clip = write_video(tmp_path / "clip.avi", 12)
+    for backend in ("onnxruntime", "openvino"):
+        res = _cli("run", tiny_bundle, clip, "--backend", backend, "--jsonl", tmp_path / f"{backend}.jsonl")
+        assert res.exit_code == 0, res.output
+    xy = [np.array([[[k["x"], k["y"]] for k in r["keypoints"]] for r in _lines(tmp_path / f"{b}.jsonl")])
+          for b in ("onnxruntime", "openvino")]
+    np.testing.assert_allclose(xy[0], xy[1], atol=0.02)
