@@ -336,6 +336,8 @@ def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size:
     choice = choose_float_part(model, quantized, bundle.spec, list(held.batches(8)), requested=float_part)
     record["float_part"] = choice.to_dict()
     record["notes"] = [*record.get("notes", []), *choice.notes]
+    advice = [n for n in choice.notes if n.startswith("recommendation")]  # shown on screen with the summary
+    record["summary"] = "; ".join([f"{record['summary']}; float part {choice.chosen}", *advice])
     return quantized, record, nncf.__version__
 
 
