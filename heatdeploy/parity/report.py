@@ -311,6 +311,10 @@ def _worst_section(result: ParityResult, title: str, items: Sequence[WorstImage]
     return "\n".join(parts)
 
 
+def _floor_rule(floor: dict[str, float]) -> str:
+    return f"; floor rule: {', '.join(f'{k} {v:g}' for k, v in floor.items())}" if floor else ""
+
+
 def render_html(result: ParityResult) -> str:
     """The whole report page as a string."""
     km = result.keypoints
@@ -323,7 +327,7 @@ def render_html(result: ParityResult) -> str:
         ["candidate", f"{cand.name} ({cand.format}, {cand.precision}, {cand.backend}) sha256 {cand.sha256[:12]}…"],
         ["data", f"{result.data['kind']}: {result.data['source']} — {result.data['images']} images"
                  + (f" ({result.data['note']})" if result.data.get("note") else "")],
-        ["tolerance", f"{tol.name} ({tol.source}) {tol.description}"],
+        ["tolerance", f"{tol.name} ({tol.source}) {tol.description}" + _floor_rule(tol.floor)],
         ["checked", f"{result.created}, {result.seconds:.1f} s"],
     ], numeric_from=99)
     checks = _table(["check", "value", "limit", "result"], [

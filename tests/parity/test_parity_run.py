@@ -102,6 +102,7 @@ def test_html_report_is_self_contained_with_images(broken_run):
     r, _, out = broken_run
     page = (out / "parity.html").read_text()
     assert "FAIL" in page and "onnx-int8-broken" in page
+    assert "floor rule: flip_factor 2, displacement_factor 2" in page  # the rule the checks applied
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     overlays = {w.index for w in r.worst_by_displacement + r.worst_by_flips}
     assert len(uris) == 4 + len(overlays)  # 2 histograms, 2 per-keypoint charts, each worst image once
