@@ -168,9 +168,9 @@ def test_missing_extra_names_it():
     assert code == EXIT_INTERNAL  # our own broken import is a bug, not a missing extra
 
 
-@pytest.mark.parametrize("absent", ["onnx", "openvino"])
-def test_runtime_only_install_gets_the_extra_not_a_traceback(random_reference_bundle, tmp_path, monkeypatch,
-                                                            absent):
+@pytest.mark.parametrize("absent", ["onnx", "openvino", "torch"])
+def test_runtime_only_install_gets_the_extra_not_a_traceback(random_reference_bundle, bundle_copy, tmp_path,
+                                                            monkeypatch, absent):
     """Each command that needs an extra says which, with the export/tooling modules not importable."""
     import sys
 
@@ -178,17 +178,21 @@ def test_runtime_only_install_gets_the_extra_not_a_traceback(random_reference_bu
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, absent, None)  # import <absent> -> ModuleNotFoundError
     for mod in [m for m in sys.modules if m.startswith(("heatdeploy.exporters", "heatdeploy.spec_infer",
-                                                        "heatdeploy.calibration"))]:
+                                                        "heatdeploy.calibration", "heatdeploy.models"))]:
         monkeypatch.delitem(sys.modules, mod)  # re-imported under the missing package
     onnx_file = random_reference_bundle / "model.onnx"
-    cmds = {"onnx": [["export", onnx_file, "--out", tmp_path / "b"], ["spec", "infer", onnx_file]],
-            "openvino": [["export", onnx_file, "--format", "openvino", "--out", tmp_path / "b"]]}[absent]
+    cmds = {"onnx": [["export", onnx_file, "--out", tmp_path / "b"], ["spec", "infer", onnx_file],
+                     ["calibrate", bundle_copy, "--data", "synthetic:2"]],
+            "openvino": [["export", onnx_file, "--format", "openvino", "--out", tmp_path / "b"]],
+            "torch": [["export", "reference", "--out", tmp_path / "b"]]}[absent]
+    before = sorted(p.name for p in bundle_copy.iterdir())
     for cmd in cmds:
         res = _invoke(*cmd)
         assert res.exit_code == EXIT_INPUT, (cmd, res.output)
         line = _one_error_line(res)
         assert "pip install 'heatdeploy[" in line, line
     assert not (tmp_path / "b").exists() or (tmp_path / "b" / "manifest.json").exists()
+    assert sorted(p.name for p in bundle_copy.iterdir()) == before  # a failed calibrate adds nothing
 
 
 def test_hash_mismatch_on_inspect_is_bad_input(bundle_copy):
