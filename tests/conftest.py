@@ -36,3 +36,22 @@ def blazepose_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     dest = None if os.environ.get("HEATDEPLOY_CACHE") else tmp_path_factory.mktemp("blazepose")
     return fetch_blazepose(dest)
+
+
+RUNTIME_BUNDLE_ENV = "HEATDEPLOY_TEST_BUNDLE"  # an exported FP32 bundle: lets runtime tests run without torch/onnx
+
+
+@pytest.fixture(scope="session")
+def runtime_bundle(request: pytest.FixtureRequest) -> Path:
+    """An FP32 ONNX bundle of the reference architecture, read-only: ``$HEATDEPLOY_TEST_BUNDLE`` when set (CI's
+    runtime-only venv, which has no torch to export one), else :func:`random_reference_bundle`."""
+    import os
+
+    given = os.environ.get(RUNTIME_BUNDLE_ENV)
+    if given:
+        path = Path(given)
+        if not (path / "manifest.json").is_file():
+            raise pytest.UsageError(f"{RUNTIME_BUNDLE_ENV}={given}: not a bundle; export one with "
+                                    "'heatdeploy export reference --out DIR'")
+        return path
+    return request.getfixturevalue("random_reference_bundle")

@@ -16,11 +16,11 @@ def test_import_runtime_is_engine_free():
     assert not heavy, f"import heatdeploy.runtime pulled in {heavy}"
 
 
-def test_pipeline_with_onnxruntime_pulls_no_torch(random_reference_bundle):
+def test_pipeline_with_onnxruntime_pulls_no_torch(runtime_bundle):
     mods = _modules_after(
         "from heatdeploy.runtime import Pipeline\n"
         "import numpy as np\n"
-        f"p = Pipeline.load({str(random_reference_bundle)!r})\n"
+        f"p = Pipeline.load({str(runtime_bundle)!r}, backend='onnxruntime')\n"
         "p.predict([np.zeros((100, 80, 3), np.uint8)])"
     )
     assert "onnxruntime" in mods

@@ -216,12 +216,14 @@ def pick_artifact(b: Bundle, name: str | None = None, precision: str | None = No
         art = b.artifact(name)
         return art, backend or art.backend
     if backend is not None:
-        if precision is None:
-            try:
-                return b.artifact(precision="fp32", backend=backend), backend
-            except BundleError:
-                pass
-        return b.artifact(precision=precision, backend=backend), backend
+        # the backend's own artifacts first, else one whose file it reads (OpenVINO runs the ONNX artifact)
+        own = [a for a in b.artifacts if a.backend == backend and precision in (None, a.precision)]
+        readable = [a for a in b.artifacts if backend in readers_of(a.path) and precision in (None, a.precision)]
+        for group in (own, readable):
+            if group:
+                group.sort(key=lambda a: a.precision != "fp32")  # stable: manifest order within each group
+                return group[0], backend
+        return b.artifact(precision=precision, backend=backend), backend  # raises, naming what the bundle has
     matching = [a for a in b.artifacts if precision is None or a.precision == precision]
     if not matching:
         b.artifact(precision=precision)  # raises, naming what the bundle has

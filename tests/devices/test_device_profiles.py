@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -123,13 +122,10 @@ def test_resolve_opset_obeys_the_profile() -> None:
     assert resolve_opset(None, None)[0] == 17
 
 
-def test_session_options_are_what_the_backends_accept(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parents[1] / "calibration"))
-    from calib_helpers import build_tiny_model
-
+def test_session_options_are_what_the_backends_accept(runtime_bundle: Path) -> None:
     from heatdeploy.runtime.backends.onnxruntime import load
 
-    model = build_tiny_model(tmp_path / "tiny.onnx")
+    model = runtime_bundle / "model.onnx"
     arm = load_profile("arm64-cpu")
     opts = session_options(arm)
     assert opts == {"providers": ["CPUExecutionProvider"], "graph_optimization": "all", "intra_op_threads": 4,
