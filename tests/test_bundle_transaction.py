@@ -93,6 +93,17 @@ def _new_fp32_drop_derived(b: Bundle, outside: Path) -> None:
         b.info["source"] = "new.pt2"
 
 
+def _add_stock_and_ir(b: Bundle, outside: Path) -> None:
+    """New artifacts beside the old ones (nothing replaced): a stock INT8 and an OpenVINO INT8 IR."""
+    with b.change() as tx:
+        w = tx.workdir
+        tx.add_file(_write(w / "s.onnx", b"stock"), "model.int8-stock.onnx", name="onnx-int8-stock", format="onnx",
+                    precision="int8", backend="onnxruntime")
+        tx.add_file(_write(w / "q.xml", b"<xml int8>"), "openvino/model.int8.xml", name="openvino-int8",
+                    format="openvino", precision="int8", backend="openvino",
+                    extra={"openvino/model.int8.bin": _write(w / "q.bin", b"bin-int8")})
+
+
 def _record_parity(b: Bundle, outside: Path) -> None:
     b.artifact("onnx-int8").parity = {"passed": True}
     b.save()
@@ -100,7 +111,7 @@ def _record_parity(b: Bundle, outside: Path) -> None:
 
 CHANGES: dict[str, Callable[[Bundle, Path], None]] = {
     "recalibrate": _recalibrate, "add_file_repro": _add_file_repro, "replace_ir_drop_int8": _replace_ir_and_drop_int8,
-    "new_fp32": _new_fp32_drop_derived, "record_parity": _record_parity,
+    "new_fp32": _new_fp32_drop_derived, "record_parity": _record_parity, "add_stock_and_ir": _add_stock_and_ir,
 }
 
 
