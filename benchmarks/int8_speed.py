@@ -2,8 +2,8 @@
 
 Both artifacts come from the real path: ``export_bundle`` (the MobileNet through its own ONNX export,
 which keeps its extra ``landmarks`` output) and ``add_onnx_int8(bundle, "synthetic:128")`` with its
-defaults; sessions are made by the runtime's ONNX Runtime backend, as deployment makes them (so the
-INT8 model's disabled optimisers apply). For each model, batch 1 and 8, 1 and 2 intra-op threads:
+defaults; sessions are made by the runtime's ONNX Runtime backend, as deployment makes them (ORT's default
+optimisers: the INT8 file pins its FP32 layers itself). For each model, batch 1 and 8, 1 and 2 intra-op threads:
 FP32 and INT8 run interleaved (alternating which goes first), on the same preprocessed synthetic
 images, and the medians and p90s are printed side by side with their ratios. Also printed: what runs
 INT8 after ORT's graph optimisation (the QuantizeReport's op summary).
@@ -83,7 +83,8 @@ def build_bundles(root: Path, log: Callable[[str], None]) -> dict[str, tuple[Pat
         export(bundle)
         _, report = add_onnx_int8(bundle, "synthetic:128")
         log(f"{name}: bundle built in {time.perf_counter() - t0:.0f} s (INT8 cache: {report.cache})")
-        out[name] = (bundle, {"ops": report.ops, "excluded": len(report.excluded), "final": report.final})
+        out[name] = (bundle, {"ops": report.ops, "excluded": len(report.excluded), "final": report.final,
+                              "search": report.search, "self_contained": report.self_contained})
     return out
 
 
@@ -165,6 +166,22 @@ def main(argv: list[str] | None = None) -> int:
         log(f"    INT8 kernels: {', '.join(f'{k} x{v}' for k, v in sorted(int8_ops.items())) or 'none'}")
         if ops.get("without_setting"):
             log(f"    (with ORT's WeightBiasQuantization disabled: {ops['without_setting']})")
+        contained = info.get("self_contained")
+        if contained:
+            log(f"    plain onnxruntime.InferenceSession == runtime: {contained['identical']} "
+                f"(max |diff| {max(contained['max_abs_diff'].values()):.2e})")
+        found = info.get("search")
+        if found:
+            log(f"    search: {found['note']}")
+            for pt in sorted(found["points"], key=lambda q: q["latency_ms"]):
+                log(f"      {pt['name']:<16} {pt['kept']:>4} FP32  {pt['latency_ms']:8.2f} ms  {pt['mean_px']:.3f} px  "
+                    f"flips {pt['flip_rate']:.2%}  {'holds' if pt['holds'] else 'over'}"
+                    f"{'  pareto' if pt['pareto'] else ''}")
+            prof = found.get("profile") or {}
+            for side in ("fp32", "int8"):
+                if side in prof:
+                    top = ", ".join(f"{k} {v:.2f}" for k, v in list(prof[side]["top"].items())[:6])
+                    log(f"      profile {side}: {prof[side]['total_ms']:.2f} ms/run ({top})")
 
     status = 0
     for row in rows:

@@ -162,7 +162,7 @@ def quantize_onnx_int8(
     budget_s: float = 300.0,
     search: bool = True,
     tolerance: str | Path | SearchBudget = "default",
-    search_holdout_batches: int = 2,
+    search_holdout_batches: int = 4,
     progress: Callable[[str], None] | None = None,
     use_cache: bool = True,
     cache_dir: str | Path | None = None,
@@ -346,7 +346,7 @@ def quantize_onnx_int8(
             final = keypoint_agreement(spec, reference, run_model(int8_path, input_name, sample, outputs)).to_dict()
             contained = self_contained_check(int8_path, input_name, sample[:1], every)
         if found is not None:
-            found.profile = profile_pair(fp32_path, int8_path, input_name, sample[0][: static_batch or 1])
+            found.profile.update(profile_pair(fp32_path, int8_path, input_name, sample[0][: static_batch or 1]))
         notes = [f"wide-range tensors (> {ranges['wide_factor']:.0f}x the median range; candidates for higher "
                  f"precision): {', '.join(w['name'] for w in ranges['wide'][:8])}"] if ranges["wide"] else []
         timings["total_s"] = time.perf_counter() - t_start
