@@ -487,3 +487,17 @@ def test_openvino_streams_the_same_keypoints_as_onnxruntime(tiny_bundle, tmp_pat
     xy = [np.array([[[k["x"], k["y"]] for k in r["keypoints"]] for r in _lines(tmp_path / f"{b}.jsonl")])
           for b in ("onnxruntime", "openvino")]
     np.testing.assert_allclose(xy[0], xy[1], atol=0.02)
+
+
+def test_a_video_streams_with_the_wheel_and_onnxruntime_only(runtime_bundle, tmp_path):
+    """``run VIDEO`` in an interpreter where torch, onnx and OpenVINO cannot be imported (CI: a real such venv)."""
+    clip = write_video(tmp_path / "clip.avi", 10)
+    absent = ("torch", "onnx", "openvino", "nncf", "onnxscript")
+    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in absent)
+            + "from heatdeploy.cli import app\nsys.argv = ['heatdeploy', *sys.argv[1:]]\napp()\n")
+    proc = subprocess.run([PY, "-c", code, "run", str(runtime_bundle), str(clip), "--jsonl", str(tmp_path / "p.jsonl"),
+                           "--smooth", "--video", str(tmp_path / "v.avi")], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["frame"] for r in _lines(tmp_path / "p.jsonl")] == list(range(10))
+    assert _frame_count(tmp_path / "v.avi") == 10
