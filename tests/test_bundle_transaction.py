@@ -421,3 +421,26 @@ def test_real_recalibration_interrupted_at_every_step_still_runs(random_referenc
         np.testing.assert_array_equal(Pipeline.load(root).predict(image).keypoints, fp32)
         np.testing.assert_array_equal(Pipeline.load(root, artifact="onnx-int8").predict(image).keypoints, want[sha])
         shutil.rmtree(root)
+
+
+def test_two_processes_changing_one_bundle_lose_nothing(template, tmp_path):
+    """The commit takes a lock and applies its steps to the manifest on disk: concurrent adds all land."""
+    root, outside = _fresh(template, tmp_path, 0)
+    pids = []
+    for who in range(2):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for k in range(5):
+                    src = _write(outside / f"{who}-{k}.onnx", f"{who}-{k}".encode())
+                    Bundle.load(root).add_file(src, f"extra/{who}-{k}.onnx", name=f"x{who}{k}", format="onnx",
+                                               precision="fp32", backend="onnxruntime")
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    assert all(os.waitpid(p, 0)[1] == 0 for p in pids)
+    names = set(_state(root))
+    assert {f"x{w}{k}" for w in range(2) for k in range(5)} <= names
+    assert {"onnx-fp32", "onnx-int8", "openvino-fp32"} <= names
