@@ -229,7 +229,12 @@ def measure_latency(paths: Mapping[str, Path], input_name: str, x: np.ndarray, *
 
 
 def op_profile(path: Path, input_name: str, x: np.ndarray, runs: int = 10) -> dict[str, float]:
-    """ORT's own per-op-type kernel time (ms per run, 1 thread) from ``enable_profiling``, largest first."""
+    """ORT's own per-op-type kernel time (ms per run, 1 thread) from ``enable_profiling``, largest first.
+
+    Convolutions with ``group`` > 1 (depthwise) are counted apart ("QLinearConv/grouped"): whether the
+    engine has fast INT8 kernels for them is what decides INT8 speed on mobile-style nets.
+    """
+    import onnx
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="heatdeploy-prof-") as tmp:
@@ -239,16 +244,23 @@ def op_profile(path: Path, input_name: str, x: np.ndarray, runs: int = 10) -> di
         so.log_severity_level = 3
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "prof")
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         feed = {input_name: np.ascontiguousarray(x)}
         sess.run(None, feed)
         for _ in range(runs):
             sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
+        graph = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False).graph
+    grouped = {n.name for n in graph.node
+               if any(a.name == "group" and a.i > 1 for a in n.attribute)}
     per_op: dict[str, float] = defaultdict(float)
     for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            per_op[e.get("args", {}).get("op_name", "?")] += float(e.get("dur", 0)) / 1e3
+        name = str(e.get("name", ""))
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            key = f"{op}/grouped" if name[: -len("_kernel_time")] in grouped else op
+            per_op[key] += float(e.get("dur", 0)) / 1e3
     n = runs + 1
     return {k: round(v / n, 4) for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])}
 
