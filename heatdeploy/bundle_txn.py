@@ -157,6 +157,7 @@ class Transaction:
             new = Bundle(root=root, spec=spec, artifacts=arts, created=(fresh or b).created or b.created,
                          heatdeploy_version=b.heatdeploy_version or (fresh.heatdeploy_version if fresh else ""),
                          info=info, generation=gen)
+            _check_writable(new)
             fsutil.atomic_write_text(root / MANIFEST, json.dumps(new.to_dict(), indent=2), durable=True)
             b.spec, b.artifacts, b.info, b.generation, b.created = spec, arts, info, gen, new.created
             b._snapshot = new.to_dict()
@@ -167,6 +168,17 @@ class Transaction:
         except BaseException:
             recover(root)  # best effort; the next change finishes what is left
             raise
+
+
+def _check_writable(new: Bundle) -> None:
+    """Never write a manifest that loading would refuse (in-memory edits are not checked when made)."""
+    where = f"{new.root / MANIFEST}: new manifest"
+    new.spec.validate()
+    names = [a.name for a in new.artifacts]
+    for i, a in enumerate(new.artifacts):
+        Artifact.from_dict(asdict(a), f"{where}: artifacts[{i}]")
+        if names.count(a.name) > 1:
+            raise BundleError(f"{where}: artifact name {a.name!r} used twice; give each artifact its own name")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -444,3 +445,12 @@ def test_two_processes_changing_one_bundle_lose_nothing(template, tmp_path):
     names = set(_state(root))
     assert {f"x{w}{k}" for w in range(2) for k in range(5)} <= names
     assert {"onnx-fp32", "onnx-int8", "openvino-fp32"} <= names
+
+
+def test_a_record_with_nan_keeps_the_bundle_loadable(template, tmp_path):
+    """Records (notes, parity) may hold NaN/inf, e.g. a diverged check; only the spec must be finite."""
+    root, _ = _fresh(template, tmp_path, 0)
+    b = Bundle.load(root)
+    b.artifact("onnx-int8").notes["check"] = {"max_abs_diff": float("nan"), "worst": float("inf")}
+    b.save()
+    assert math.isnan(Bundle.load(root).artifact("onnx-int8").notes["check"]["max_abs_diff"])
