@@ -1,129 +1,25 @@
 """The ``heatdeploy`` command line (typer + rich): parse, show progress, print; the work is in heatdeploy.api.
 
-Exit codes (for CI): 0 ok, 1 a gate failed (parity out of tolerance), 2 bad input or usage, 3 internal error.
+Exit codes (for CI): 0 ok, 1 a gate failed (parity out of tolerance), 2 bad input or usage, 3 internal error,
+130 interrupted. The app, its error path and hooks are in :mod:`heatdeploy.cli_base`; bench, devices,
+build-engine and training in :mod:`heatdeploy.cli_device`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import sys
-import traceback
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-try:  # typer >= 0.20 carries its own click
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older typer on click
-    from click import ClickException
+from heatdeploy.cli_base import METHOD_HELP, _fail, _guard_all, _hooks, _progress, app, cli_errors, console
 
-from heatdeploy import __version__
-from heatdeploy.errortext import EXIT_INPUT, EXIT_INTERRUPTED, describe
-
-EXIT_HELP = ("Exit codes: 0 ok; 1 a gate failed (parity out of tolerance); 2 bad input or usage; "
-             "3 internal error (a bug: rerun with --debug for the traceback); 130 interrupted (Ctrl-C).")
-app = typer.Typer(
-    help="Deploy heatmap keypoint models with existence heads to edge engines, with keypoint-level parity.\n\n"
-         "Examples:\n\n"
-         "  heatdeploy demo --out out/\n\n"
-         "  heatdeploy export reference --format onnx --out bundle/\n\n"
-         "  heatdeploy run bundle/ photo1.jpg photos/ --out preds/\n\n"
-         "  heatdeploy eval bundle/\n\n"
-         "  heatdeploy inspect bundle/\n\n" + EXIT_HELP,
-    no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
-)
-console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-_STATE = {"debug": False}
-
-
-def _version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"heatdeploy {__version__}\n")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def main(
-    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of any error")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="print the version and exit")] = False,
-) -> None:
-    """Global options (before the command): --debug, --version."""
-    _STATE["debug"] = debug
-
-
-METHOD_HELP = "auto (minmax or mean_minmax, whichever is closer to FP32) | minmax | mean_minmax | entropy | " \
-              "percentile | distribution"
-
-
-def _fail(msg: str, code: int = EXIT_INPUT) -> typer.Exit:
-    """Print ``error: msg`` on stderr (one line) and return the Exit to raise."""
-    console.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def cli_errors(fn: F) -> F:
-    """Every error becomes one line on stderr and an exit code: 2 for bad input, 3 for a bug (see EXIT_HELP).
-
-    ``--debug`` adds the traceback. Usage errors and exits pass through to typer.
-    """
-    if getattr(fn, "_cli_errors", False):
-        return fn
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, ClickException, SystemExit):
-            raise  # exits and usage errors (typer prints them, exit 2) are typer's
-        except KeyboardInterrupt:  # not 1: a CI job must not read Ctrl-C as a failed gate
-            with contextlib.suppress(OSError):
-                _fail("interrupted (Ctrl-C)", EXIT_INTERRUPTED)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
-            code, msg = describe(exc)
-            with contextlib.suppress(OSError):  # stderr itself gone: still exit with the code
-                if _STATE["debug"]:
-                    console.print(escape("".join(traceback.format_exception(exc))), highlight=False)
-                _fail(msg, code)
-            raise typer.Exit(code) from None
-
-    wrapper._cli_errors = True  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
-
-
-def _log(msg: str) -> None:
-    console.print(msg, highlight=False, soft_wrap=True)
-
-
-@contextlib.contextmanager
-def _hooks() -> Iterator[Any]:
-    """The api's Hooks for this terminal: lines and spinners on stderr, one progress bar per counted step."""
-    from heatdeploy.api import Hooks
-
-    with _progress() as prog:
-        tasks: dict[str, Any] = {}
-
-        def progress(desc: str, done: int, total: int | None) -> None:
-            if desc not in tasks:
-                tasks[desc] = prog.add_task(desc, total=total)
-            prog.update(tasks[desc], completed=done, total=total)
-
-        yield Hooks(log=_log, status=lambda m: console.status(m), progress=progress)
+__all__ = ["app"]
 
 
 def expand_images(paths: list[Path]) -> list[Path]:
@@ -514,150 +410,6 @@ def spec_check_cmd(
         console.print(f"- {n}", highlight=False, soft_wrap=True)
 
 
-# --- bench -------------------------------------------------------------------------------------------
-@app.command()
-@cli_errors
-def bench(
-    bundle: Annotated[Path, typer.Argument(help="bundle directory")],
-    artifact: Annotated[list[str] | None, typer.Option(help="artifact(s) to time (default: all)")] = None,
-    batch: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,8",
-    threads: Annotated[str, typer.Option(help="comma-separated thread counts; 0 = engine default (all)")] = "1,0",
-    iters: Annotated[int, typer.Option(help="timed runs per configuration")] = 30,
-    warmup: Annotated[int, typer.Option(help="untimed runs first")] = 5,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for bench.json + bench.png")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-) -> None:
-    """Latency p50/p90/p99 and throughput per artifact, split into preprocess / infer / decode.
-
-    Also the pipeline's overhead over a bare engine call on the same input, and each artifact's
-    speed-up over the first one (an INT8 artifact slower than FP32 shows as < 1.0).
-
-    Example: heatdeploy bench bundle/ --batch 1,8 --threads 1,0 --out bench/
-    """
-    from heatdeploy.bench import bench_plot, rows_to_dicts, run_bench
-    from heatdeploy.fsutil import atomic_write_text
-
-    with console.status("benchmarking") as status:
-        rows = run_bench(bundle, artifacts=artifact, batches=[int(b) for b in batch.split(",")],
-                         threads=[int(t) for t in threads.split(",")], iters=iters, warmup=warmup,
-                         progress=lambda m: status.update(f"benchmarking {m}"))
-    data = rows_to_dicts(rows)
-    if out is not None:
-        atomic_write_text(out / "bench.json", json.dumps(data, indent=2))
-        bench_plot(rows, out / "bench.png")
-    if as_json:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        return
-    table = Table(title=f"bench {bundle} (ms; overhead = pipeline / bare engine call; speed-up vs first artifact)")
-    cols = ["artifact", "batch", "threads", "p50", "p90", "p99", "img/s", "pre", "infer", "decode", "bare",
-            "overhead", "speed-up"]
-    for c in cols:
-        table.add_column(c, justify="right" if c != "artifact" else "left")
-    for r in rows:
-        table.add_row(r.artifact, str(r.batch), str(r.threads or "all"), f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
-                      f"{r.p99_ms:.2f}", f"{r.throughput_ips:.1f}", f"{r.preprocess_ms:.2f}", f"{r.infer_ms:.2f}",
-                      f"{r.decode_ms:.2f}", f"{r.bare_infer_p50_ms:.2f}", f"{r.overhead:.3f}",
-                      f"{r.vs_first:.2f}x" + (" SLOWER" if r.vs_first < 1 else ""))
-    Console(width=160).print(table)
-
-
-# --- devices and TensorRT ----------------------------------------------------------------------------
-devices_app = typer.Typer(help="Device profiles (TOML) and detection of this machine.", no_args_is_help=False,
-                          invoke_without_command=True, rich_markup_mode=None)
-app.add_typer(devices_app, name="devices")
-
-
-@devices_app.callback()
-def devices_list(ctx: typer.Context,
-                 as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """List the device profiles. Example: heatdeploy devices; heatdeploy devices probe"""
-    if ctx.invoked_subcommand is not None:
-        return
-    from heatdeploy.devices.profiles import describe_profiles
-
-    rows = describe_profiles()
-    if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return
-    table = Table(title="device profiles (heatdeploy devices --json for descriptions)")
-    cols = [c for c in rows[0] if c != "description"]
-    for col in cols:
-        table.add_column(col, no_wrap=True)
-    for r in rows:
-        table.add_row(*(str(r[c]) for c in cols))
-    Console().print(table)
-
-
-@devices_app.command("probe")
-@cli_errors
-def devices_probe(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Detect this machine (CPU flags, Jetson model, JetPack/TensorRT/CUDA, GPU, engines) and recommend a profile.
-
-    Example: heatdeploy devices probe
-    """
-    from heatdeploy.devices.probe import probe, probe_lines, recommend
-
-    p = probe()
-    name, why = recommend(p)
-    if as_json:
-        sys.stdout.write(json.dumps({**p.to_dict(), "recommended": name, "reasons": why}, indent=2) + "\n")
-        return
-    for line in probe_lines(p, name, why):
-        Console().print(line, highlight=False, soft_wrap=True)
-
-
-@app.command("build-engine")
-@cli_errors
-def build_engine_cmd(
-    bundle: Annotated[Path, typer.Argument(help="bundle prepared by 'heatdeploy export --format tensorrt'")],
-    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | int8 (default: the profile's)")] = None,
-    device: Annotated[str | None, typer.Option(help="device profile (default: the one the bundle was "
-                                                    "prepared for)")] = None,
-    force: Annotated[bool, typer.Option(help="rebuild even when a valid cached engine exists")] = False,
-) -> None:
-    """Build (or reuse) the TensorRT engine on this device; cached under (model, TensorRT, GPU, precision, options).
-
-    Example: heatdeploy build-engine bundle/ --precision int8
-    """
-    from heatdeploy.devices.profiles import load_profile
-    from heatdeploy.exporters.tensorrt import build_engine
-
-    profile = load_profile(device) if device else None
-    result = build_engine(bundle, precision, profile=profile, force=force,
-                          log=lambda m: console.print(m, highlight=False))
-    console.print(str(result), highlight=False, soft_wrap=True)
-
-
-# --- training ----------------------------------------------------------------------------------------
-@app.command("train-reference")
-@cli_errors
-def train_reference_cmd(
-    out: Annotated[Path, typer.Option(help="weights file to write")] = Path("runs/reference.pt"),
-    steps: Annotated[int, typer.Option(help="optimiser steps (the shipped weights used 1200)")] = 1200,
-    batch: Annotated[int, typer.Option(help="images per step")] = 32,
-    seed: Annotated[int, typer.Option(help="data and init seed")] = 0,
-    val_every: Annotated[int, typer.Option(help="validate every N steps (0: only at the end)")] = 200,
-) -> None:
-    """Train the reference model from scratch on the synthetic set (about an hour on 2 CPU cores).
-
-    Example: heatdeploy train-reference --out runs/reference.pt
-    """
-    from heatdeploy.models.train import TrainConfig, train_reference
-
-    cfg = TrainConfig(steps=steps, batch=batch, seed=seed, val_every=val_every or steps)
-    record = train_reference(out, cfg, log=lambda s: console.print(s, highlight=False))
-    console.print(f"weights: {out} ({record['seconds']:.0f} s on {record['device']}); "
-                  f"last validation: {record['history'][-1] if record['history'] else 'none'}")
-
-
-@app.command("make-data", hidden=True)
-def make_data(n_eval: int = 300) -> None:
-    """Regenerate the shipped evaluation split and sample images (deterministic)."""
-    from heatdeploy.models.evalset import make_shipped_data
-
-    make_shipped_data(n_eval)
-
-
 # --- the main job ------------------------------------------------------------------------------------
 @app.command()
 @cli_errors
@@ -691,17 +443,7 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="output folder")]
         raise typer.Exit(code)
 
 
-def _guard_all(typer_app: typer.Typer) -> None:
-    """Every command and callback, also one registered without @cli_errors, gets the one error path."""
-    infos = [*typer_app.registered_commands,
-             *([typer_app.registered_callback] if typer_app.registered_callback is not None else [])]
-    for info in infos:
-        if info.callback is not None:
-            info.callback = cli_errors(info.callback)
-    for group in typer_app.registered_groups:
-        if group.typer_instance is not None:
-            _guard_all(group.typer_instance)
-
+from heatdeploy import cli_device  # noqa: E402,F401 - registers bench, devices, build-engine, train-reference
 
 _guard_all(app)
 
