@@ -202,7 +202,9 @@ def run(
     smooth_beta: Annotated[float, typer.Option(help="One Euro speed coefficient, 1/px (higher: less lag when "
                                                     "moving)")] = 0.01,
     boxes: Annotated[Path | None, typer.Option(help="person boxes for top-down models: JSON {frame name or "
-                                                    "index: [x1, y1, x2, y2]} or a list by frame index")] = None,
+                                                    "index: [x1, y1, x2, y2], or [[...], ...] for several people "
+                                                    "(records list instances), [] for nobody}, or a list by frame "
+                                                    "index")] = None,
     track: Annotated[bool, typer.Option(help="top-down models: crop each frame around the previous frame's "
                                              "keypoints; the whole frame (or --boxes) when too few are present")]
     = False,

@@ -8,7 +8,6 @@ backend and decoder: streaming adds no second implementation of any of them.
 
 from __future__ import annotations
 
-import json
 import queue
 import signal
 import threading
@@ -22,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from heatdeploy.errors import HeatdeployError
+from heatdeploy.runtime.boxes import BoxFile, Crops, crops, full_frame_box, track_box
 from heatdeploy.runtime.pipeline import Pipeline, Prediction
-from heatdeploy.runtime.preprocess import BOX_PADDING
 from heatdeploy.runtime.sinks import FrameResult, JsonlSink, OverlaySink, RecordsSink, Sink, VideoSink
 from heatdeploy.runtime.smoothing import OneEuroFilter
 from heatdeploy.runtime.sources import Frame
@@ -82,57 +81,6 @@ class StreamStats:
                 "fps": round(self.frames / self.elapsed, 2) if self.elapsed > 0 else 0.0,
                 "ms_per_frame": {k: round(v, 3) for k, v in self.per_frame_ms().items()},
                 "interrupted": self.interrupted}
-
-
-# --- boxes ---------------------------------------------------------------------------------------
-
-
-def full_frame_box(h: int, w: int) -> np.ndarray:
-    """The box whose padded, aspect-fitted crop is exactly the letterboxed whole frame."""
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    hw, hh = w / 2.0 / BOX_PADDING, h / 2.0 / BOX_PADDING
-    return np.array([cx - hw, cy - hh, cx + hw, cy + hh])
-
-
-class BoxFile:
-    """``--boxes FILE``: JSON ``{frame name or index: [x1, y1, x2, y2] or null}``, or a list by frame index."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError) as exc:
-            raise StreamError(f"{path}: not a readable boxes JSON ({exc}); write {{\"frame\": [x1, y1, x2, y2]}} "
-                              "or a list of boxes by frame index") from None
-        if isinstance(data, list):
-            data = {str(i): b for i, b in enumerate(data)}
-        if not isinstance(data, dict):
-            raise StreamError(f"{path}: expected a JSON object or list of [x1, y1, x2, y2] boxes")
-        self.boxes: dict[str, np.ndarray | None] = {}
-        for key, box in data.items():
-            if box is None:
-                self.boxes[str(key)] = None
-                continue
-            arr = np.asarray(box, dtype=np.float64) if isinstance(box, list) and len(box) == 4 else None
-            if arr is None or arr.dtype.kind != "f" or not np.isfinite(arr).all() or (arr[2:] < arr[:2]).any():
-                raise StreamError(f"{path}: box for {key!r} is {box!r}; expected [x1, y1, x2, y2] with "
-                                  "x2 >= x1, y2 >= y1, finite numbers")
-            self.boxes[str(key)] = arr
-        self.path = path
-
-    def __call__(self, frame: Frame) -> np.ndarray | None:
-        for key in (frame.name, str(frame.index), Path(frame.source).name):
-            if key in self.boxes:
-                return self.boxes[key]
-        return None
-
-
-def track_box(keypoints: np.ndarray, present: np.ndarray, min_present: float) -> np.ndarray | None:
-    """The box around a frame's present keypoints, or None (use the full frame) when too few are present."""
-    ok = np.asarray(present, bool) & np.isfinite(keypoints).all(axis=-1)
-    if ok.sum() < max(2, int(np.ceil(min_present * len(ok)))):
-        return None
-    pts = keypoints[ok]
-    return np.concatenate([pts.min(axis=0), pts.max(axis=0)]).astype(np.float64)
 
 
 # --- the pipeline --------------------------------------------------------------------------------
@@ -196,6 +144,9 @@ class Stream:
         if self.cfg.smooth is not None and pipe.spec.multi_instance:
             raise StreamError("--smooth: this model finds several people per frame without identities across "
                               "frames, so their keypoints cannot be filtered over time; drop --smooth")
+        if self.cfg.boxes is not None and pipe.spec.multi_instance:
+            raise StreamError("--boxes: this model finds the people in a frame itself (bottom-up); boxes are for "
+                              "top-down models; drop --boxes")
         if self.cfg.track and pipe.spec.multi_instance:
             raise StreamError("--track: this model finds several people per frame; tracking one box from the "
                               "previous frame needs a single-person (top-down) model")
@@ -250,14 +201,15 @@ class Stream:
                 if boxes is _END:
                     return
                 t0 = time.perf_counter()
-                batch = self.pipe.preprocess([f.image for f in frames], boxes)
+                cut = crops(frames, boxes, self.pipe.spec.input.resize == "crop")
+                batch = self.pipe.preprocess(cut.images, cut.boxes) if cut.images else None
                 self.stats.add("preprocess", time.perf_counter() - t0)
-                if not _put(self._prepped, (frames, batch, boxes), self._stop):
+                if not _put(self._prepped, (frames, batch, cut), self._stop):
                     return
         _put(self._prepped, _END, self._stop)
 
     def _boxes(self, frames: list[Frame]) -> Any:
-        """Boxes for a batch: user boxes, else (tracking) the previous frame's, else None (whole frames)."""
+        """Each frame's boxes: the user's, else (tracking) the previous frame's, else None (the whole frame)."""
         boxes = [None if self.cfg.boxes is None else self.cfg.boxes(f) for f in frames]
         if self.cfg.track and self._tracked:
             tracked = _get(self._next_box, self._stop)  # waits for the previous frame's keypoints
@@ -265,10 +217,7 @@ class Stream:
                 return _END
             boxes[0] = tracked if boxes[0] is None else boxes[0]  # a user box for this frame wins
         self._tracked = True
-        if all(b is None for b in boxes) and self.pipe.spec.input.resize != "crop":
-            return None
-        return np.stack([full_frame_box(*f.image.shape[:2]) if b is None else b for f, b in zip(frames, boxes,
-                                                                                              strict=True)])
+        return boxes
 
     def _infer(self) -> None:
         while True:
@@ -276,11 +225,11 @@ class Stream:
             if item is _END or isinstance(item, _Failed):
                 _put(self._inferred, item, self._stop)
                 return
-            frames, batch, boxes = item
+            frames, batch, cut = item
             t0 = time.perf_counter()
-            outputs = self.pipe.infer(batch.tensor)
+            outputs = None if batch is None else self.pipe.infer(batch.tensor)
             self.stats.add("infer", time.perf_counter() - t0)
-            if not _put(self._inferred, (frames, batch, boxes, outputs), self._stop):
+            if not _put(self._inferred, (frames, batch, cut, outputs), self._stop):
                 return
 
     def run(self) -> StreamStats:
@@ -353,37 +302,50 @@ class Stream:
         if errors:
             raise errors[0]
 
-    def _finish(self, frames: list[Frame], batch: Any, boxes: np.ndarray | None,
-                outputs: dict[str, np.ndarray]) -> None:
+    def _finish(self, frames: list[Frame], batch: Any, cut: Crops, outputs: dict[str, np.ndarray] | None) -> None:
         t0 = time.perf_counter()
-        pred = self.pipe.decode(outputs, batch.transforms, batch.image_sizes)
+        spec = self.pipe.spec
+        pred = None if batch is None else self.pipe.decode(outputs, batch.transforms, batch.image_sizes)  # type: ignore[arg-type]
+        last_single = cut.counts[-1] == 1 and not cut.several[-1]
         if self.cfg.track:  # from the raw keypoints: smoothing must not steer the crop
-            _put(self._next_box, track_box(pred.keypoints[-1], pred.present[-1], self.cfg.track_min_present),
-                 self._stop)
-        if self.cfg.smooth is not None:
-            self._smooth(pred, frames)
-        records = pred.to_records(self.pipe.spec.keypoints)
+            box = track_box(pred.keypoints[-1], pred.present[-1], self.cfg.track_min_present) \
+                if pred is not None and last_single else None
+            _put(self._next_box, box, self._stop)
+        starts = np.cumsum([0, *cut.counts])
+        if self.cfg.smooth is not None and pred is not None:
+            self._smooth(pred, [(f, int(starts[i])) for i, f in enumerate(frames)
+                                if cut.counts[i] == 1 and not cut.several[i]])
+        records = [] if pred is None else pred.to_records(spec.keypoints)
         t1 = time.perf_counter()
         self.stats.add("decode", t1 - t0)
-        for i, (frame, rec) in enumerate(zip(frames, records, strict=True)):
-            head = {"frame": frame.index, "name": frame.name, "timestamp": _round(frame.timestamp)}
-            head["image" if self.source.kind == "images" else "source"] = frame.source
-            if boxes is not None:
-                head["box"] = [round(float(v), 2) for v in boxes[i]]
-            result = FrameResult(frame, {**head, **rec}, pred.keypoints[i], pred.scores[i], pred.presence[i],
-                                 pred.present[i], self.pipe.spec.skeleton, self.pipe.spec.keypoints,
-                                 self.cfg.labels)
+        for i, frame in enumerate(frames):
+            a, b = int(starts[i]), int(starts[i + 1])
+            rec: dict[str, Any] = {"frame": frame.index, "name": frame.name, "timestamp": _round(frame.timestamp),
+                                   ("image" if self.source.kind == "images" else "source"): frame.source}
+            box = None if cut.boxes is None else [[round(float(v), 2) for v in bx] for bx in cut.boxes[a:b]]
+            if cut.several[i]:
+                h, w = frame.image.shape[:2]
+                rec |= {"height": h, "width": w, "instances": [{"box": bx, "keypoints": r["keypoints"]}
+                                                               for bx, r in zip(box or [], records[a:b], strict=True)]}
+            else:
+                rec |= ({"box": box[0]} if box else {}) | records[a]
+            sl = slice(a, b) if cut.several[i] else a
+            k = spec.num_keypoints
+            arrays = (pred.keypoints[sl], pred.scores[sl], pred.presence[sl], pred.present[sl]) if pred is not None \
+                else (np.zeros((0, k, 2)), np.zeros((0, k)), np.zeros((0, k)), np.zeros((0, k), bool))
+            result = FrameResult(frame, rec, *arrays, spec.skeleton, spec.keypoints, self.cfg.labels)
             for s in self.sinks:
                 s.write(result)
         self.stats.add("sinks", time.perf_counter() - t1)
         self.stats.frame_done(len(frames))
 
-    def _smooth(self, pred: Prediction, frames: list[Frame]) -> None:
+    def _smooth(self, pred: Prediction, single: list[tuple[Frame, int]]) -> None:
+        """Filter the frames with one person, in order (each depends on the one before)."""
         assert self.cfg.smooth is not None
         fps = self.cfg.fps or 30.0
-        for i, f in enumerate(frames):  # frames depend on the previous one: sequential by nature
+        for f, j in single:
             t = f.timestamp if f.timestamp is not None else f.index / fps
-            pred.keypoints[i] = self.cfg.smooth(pred.keypoints[i], t, pred.present[i][:, None])
+            pred.keypoints[j] = self.cfg.smooth(pred.keypoints[j], t, pred.present[j][:, None])
 
 
 def default_sinks(source: Any, out: Path | None, *, jsonl: str | None = None, video: Path | None = None,
@@ -418,4 +380,4 @@ def run_stream(pipe: Pipeline, source: Any, sinks: Sequence[Sink], config: Strea
 
 
 __all__ = ["STAGES", "BoxFile", "Stream", "StreamConfig", "StreamError", "StreamStats", "default_sinks",
-           "full_frame_box", "run_stream", "track_box"]
+           "full_frame_box", "run_stream", "track_box"]  # BoxFile, full_frame_box, track_box: from runtime.boxes

@@ -18,10 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from heatdeploy.errors import HeatdeployError
+from heatdeploy.runtime.boxes import BoxError, BoxFile, full_frame_box
 from heatdeploy.runtime.sinks import JsonlSink, VideoSink
 from heatdeploy.runtime.smoothing import OneEuroFilter
 from heatdeploy.runtime.sources import Frame, open_source
-from heatdeploy.runtime.stream import BoxFile, StreamConfig, StreamError, full_frame_box, run_stream
+from heatdeploy.runtime.stream import StreamConfig, StreamError, run_stream
 
 _TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_TESTS))
@@ -327,7 +328,7 @@ def test_box_file_and_full_frame_box(tmp_path):
     assert boxes(Frame(0, np.zeros((2, 2, 3), np.uint8), "f1")).tolist() == [1, 2, 30, 40]
     assert boxes(Frame(3, np.zeros((2, 2, 3), np.uint8), "x")) is None
     (tmp_path / "bad.json").write_text(json.dumps([[5, 5, 1, 1]]))
-    with pytest.raises(StreamError, match="bad.json: box for '0'"):
+    with pytest.raises(BoxError, match="bad.json: box for '0'"):
         BoxFile(tmp_path / "bad.json")
 
 
@@ -381,7 +382,7 @@ def test_frames_at_the_input_size_skip_the_warp_with_identical_pixels():
 
 
 def test_track_box_and_its_fall_back():
-    from heatdeploy.runtime.stream import track_box
+    from heatdeploy.runtime.boxes import track_box
 
     kps = np.array([[10.0, 20.0], [30.0, 5.0], [np.nan, np.nan], [400.0, 400.0]])
     present = np.array([True, True, True, False])
@@ -391,7 +392,7 @@ def test_track_box_and_its_fall_back():
 
 def test_tracking_crops_each_frame_around_the_previous_frames_keypoints(tiny_bundle, tmp_path):
     from heatdeploy.runtime import Pipeline
-    from heatdeploy.runtime.stream import track_box
+    from heatdeploy.runtime.boxes import track_box
 
     clip = tmp_path / "clip.avi"
     w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (96, 72))
@@ -501,3 +502,40 @@ def test_a_video_streams_with_the_wheel_and_onnxruntime_only(runtime_bundle, tmp
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r["frame"] for r in _lines(tmp_path / "p.jsonl")] == list(range(10))
     assert _frame_count(tmp_path / "v.avi") == 10
+
+
+def test_box_file_formats_and_errors(tmp_path):
+    f = Frame(0, np.zeros((2, 2, 3), np.uint8), "a")
+    (tmp_path / "b.json").write_text(json.dumps({"a": [[0, 0, 5, 5], [1, 1, 9, 9]], "1": [], "2": None}))
+    boxes = BoxFile(tmp_path / "b.json")
+    assert boxes(f).shape == (2, 4) and boxes(Frame(1, f.image, "x")).shape == (0, 4)
+    for bad in ([["x", 1, 2, 3]], [[1, 2, 3]], [[0, 0, float("inf"), 1]], [{"a": 1}], "[[[[1]]]]"):
+        (tmp_path / "bad.json").write_text(json.dumps(bad) if not isinstance(bad, str) else bad)
+        with pytest.raises(BoxError, match="bad.json: box for '0' is .*expected \\[x1, y1, x2, y2\\]"):
+            BoxFile(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(BoxError, match="bad.json: not a readable boxes JSON"):
+        BoxFile(tmp_path / "bad.json")
+
+
+def test_several_boxes_per_frame_give_instances(tiny_bundle, tmp_path):
+    from heatdeploy.runtime import Pipeline
+
+    clip = write_video(tmp_path / "clip.avi", 3)
+    two = [[0, 0, 30, 40], [20, 5, 63, 47]]
+    (tmp_path / "boxes.json").write_text(json.dumps({"0": two, "1": [], "2": [4, 4, 40, 40]}))
+    res = _cli("run", tiny_bundle, clip, "--jsonl", tmp_path / "p.jsonl", "--boxes", tmp_path / "boxes.json",
+               "--video", tmp_path / "v.avi", "--batch", "3")
+    assert res.exit_code == 0, res.output
+    recs = _lines(tmp_path / "p.jsonl")
+    frames = [f.image for f in open_source([str(clip)])]
+    pipe = Pipeline.load(tiny_bundle)
+    want = pipe.predict([frames[0], frames[0]], boxes=np.array(two, float))
+    assert [i["box"] for i in recs[0]["instances"]] == two
+    got = np.array([[[k["x"], k["y"]] for k in inst["keypoints"]] for inst in recs[0]["instances"]])
+    np.testing.assert_allclose(got, want.keypoints, atol=0.006)
+    assert recs[1]["instances"] == [] and recs[1]["frame"] == 1  # nobody: a record, no inference
+    one = pipe.predict([frames[2]], boxes=np.array([[4, 4, 40, 40]], float))
+    assert recs[2]["box"] == [4, 4, 40, 40]
+    np.testing.assert_allclose([[k["x"], k["y"]] for k in recs[2]["keypoints"]], one.keypoints[0], atol=0.006)
+    assert _frame_count(tmp_path / "v.avi") == 3
