@@ -27,9 +27,20 @@ from heatdeploy.runtime.preprocess import ImageError, to_bgr8
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
                   ".gif")
+
+
+def _env_int(name: str, default: int) -> int:
+    """A positive integer from the environment; anything else keeps the default (imports must not fail)."""
+    try:
+        value = int(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 # An upper bound that still admits 100-megapixel photos; above it decoding alone would take gigabytes.
-MAX_PIXELS = int(os.environ.get("HEATDEPLOY_MAX_PIXELS", 1 << 27))
-MAX_BYTES = int(os.environ.get("HEATDEPLOY_MAX_IMAGE_BYTES", 512 << 20))
+MAX_PIXELS = _env_int("HEATDEPLOY_MAX_PIXELS", 1 << 27)
+MAX_BYTES = _env_int("HEATDEPLOY_MAX_IMAGE_BYTES", 512 << 20)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # ANYCOLOR|ANYDEPTH keeps 16-bit and grey images as they are (normalised in to_bgr8) but, unlike
 # IMREAD_UNCHANGED, still applies the EXIF orientation, so phone photos are not decoded sideways.
