@@ -182,9 +182,14 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 def check_image_header(path: Path) -> None:
     """Cheap up-front check (a few KB read): a known image format within the pixel and byte limits."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise ImageError(f"{path}: not a readable image ({exc.strerror or exc}); {_FIX}") from None
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced by a FIFO or device since it was listed
+            raise ImageError(f"{path}: not a readable image (not a regular file: {_kind(st.st_mode)}); {_FIX}")
         if st.st_size > MAX_BYTES:
             raise ImageError(f"{path}: {st.st_size:,} bytes is above the limit of {MAX_BYTES:,} bytes for one "
                              "image; downscale it (or raise HEATDEPLOY_MAX_IMAGE_BYTES)")

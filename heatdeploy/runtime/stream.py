@@ -264,7 +264,8 @@ class Stream:
             stop.set()
             for t in threads:
                 t.join(timeout=2.0)
-            self.source_close()
+            if not threads[0].is_alive():  # a reader stuck in a stalled stream's read: not released under it
+                self.source_close()
             self._close_sinks(failed)
         if self.on_progress is not None:
             self.on_progress(self.stats)

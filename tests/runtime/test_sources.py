@@ -196,3 +196,19 @@ def test_images_then_video_chain_with_one_index(tmp_path):
     frames = list(open_source([str(img), str(video)]))
     assert [f.index for f in frames] == [0, 1, 2, 3]
     assert len({f.name for f in frames}) == 4  # the image's stem collides with the first frame's name
+
+
+def test_unreadable_file_is_an_image_error(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their permissions")
+    path = _img(tmp_path / "a.png")
+    path.chmod(0)
+    with pytest.raises(ImageError, match="a.png: not a readable image \\(Permission denied\\)"):
+        ImageSource([path])
+
+
+def test_header_check_refuses_a_file_replaced_by_a_fifo(tmp_path):
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)  # listed as a regular file a moment ago, a FIFO now: still no blocking read
+    with pytest.raises(ImageError, match="x.png: not a readable image \\(not a regular file: a FIFO\\)"):
+        src.check_image_header(fifo)
