@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heatdeploy.errors import ModelOutputError
+from heatdeploy.errors import InputError, ModelOutputError
 from heatdeploy.runtime.codecs.conventions import HeatmapConvention, codec_from_spec
 from heatdeploy.runtime.codecs.refine import (  # noqa: F401  (re-exported: the decoders' public names)
     _DET_EPS,
@@ -161,7 +161,7 @@ class HeatmapCodec:
         pres = np.asarray(present, dtype=bool)
         k = self.num_keypoints
         if kp.ndim != 3 or kp.shape[1:] != (k, 2) or pres.shape != kp.shape[:2]:
-            raise ValueError(
+            raise InputError(
                 f"encode: expected keypoints [N,{k},2] and present [N,{k}], got {kp.shape} and {pres.shape}"
             )
         return self.convention.encode(kp, pres)

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from heatdeploy.errors import InputError
+
 
 def _check_kernel(kernel: int) -> None:
     """Max-pool windows must be odd so that every pixel sits at the centre of its own window."""
     if kernel < 1 or kernel % 2 == 0:
-        raise ValueError(f"peak kernel must be a positive odd size, got {kernel}")
+        raise InputError(f"peak kernel must be a positive odd size, got {kernel}")
 
 
 def local_peaks(heat: np.ndarray, kernel: int = 3) -> np.ndarray:
@@ -34,7 +36,7 @@ def local_peaks(heat: np.ndarray, kernel: int = 3) -> np.ndarray:
     _check_kernel(kernel)
     hm = np.asarray(heat, dtype=np.float32)
     if hm.ndim != 3:
-        raise ValueError(f"local_peaks: expected a 3-D [N,h,w] array, got shape {hm.shape}")
+        raise InputError(f"local_peaks: expected a 3-D [N,h,w] array, got shape {hm.shape}")
     n, h, w = hm.shape
     clean = np.where(np.isnan(hm), np.float32(-np.inf), hm)
     if n * h * w == 0:
@@ -61,7 +63,7 @@ def top_k_peaks(
     peaks = local_peaks(hm, kernel)
     n, h, w = hm.shape
     if k < 0:
-        raise ValueError(f"top_k_peaks: k must be >= 0, got {k}")
+        raise InputError(f"top_k_peaks: k must be >= 0, got {k}")
     hw = h * w
     masked = np.where(peaks, hm, np.float32(-np.inf)).reshape(n, hw)
     take = min(k, hw)
@@ -107,7 +109,7 @@ def _check_inputs(centers: np.ndarray, offsets: np.ndarray, keypoint_heatmaps: n
         ok = ok and keypoint_heatmaps.shape == offsets.shape[:2] + centers.shape[1:]
     if not ok:
         kh = None if keypoint_heatmaps is None else keypoint_heatmaps.shape
-        raise ValueError(
+        raise InputError(
             "decode_centers: expected centers [N,h,w], offsets [N,K,2,h,w] and keypoint_heatmaps [N,K,h,w], "
             f"got centers {centers.shape}, offsets {offsets.shape}, keypoint_heatmaps {kh}"
         )
@@ -163,7 +165,7 @@ def decode_centers(
     kh = None if keypoint_heatmaps is None else np.asarray(keypoint_heatmaps, dtype=np.float32)
     _check_inputs(c, off, kh)
     if max_instances < 0:
-        raise ValueError(f"decode_centers: max_instances must be >= 0, got {max_instances}")
+        raise InputError(f"decode_centers: max_instances must be >= 0, got {max_instances}")
     n, k = off.shape[:2]
     m = max_instances
 

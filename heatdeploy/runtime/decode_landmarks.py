@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from heatdeploy.errors import InputError
+
 
 def split_landmarks(flat: np.ndarray, k: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
     """``[N, K*F]`` keypoint-major (x0, y0, z0, v0, p0, x1, ...) -> ``{field: [N,K] float32}``.
@@ -20,9 +22,9 @@ def split_landmarks(flat: np.ndarray, k: int, fields: tuple[str, ...]) -> dict[s
     arr = np.asarray(flat)
     f = len(fields)
     if len(set(fields)) != f:
-        raise ValueError(f"split_landmarks: field names must be unique, got {fields}")
+        raise InputError(f"split_landmarks: field names must be unique, got {fields}")
     if arr.ndim < 1 or k < 1 or f < 1 or arr.size != arr.shape[0] * k * f:
-        raise ValueError(
+        raise InputError(
             f"split_landmarks: shape {arr.shape} does not hold N x K x F = N x {k} x {f} values "
             f"(K={k} keypoints, F={f} fields {fields})"
         )
@@ -52,13 +54,13 @@ def refine_with_heatmap(
     Returns refined ``[N,K,2]`` float32 and the window max ``[N,K]`` float32.
     """
     if rounding not in ("round", "truncate"):
-        raise ValueError(f"refine_with_heatmap: rounding must be 'round' or 'truncate', got {rounding!r}")
+        raise InputError(f"refine_with_heatmap: rounding must be 'round' or 'truncate', got {rounding!r}")
     if kernel < 1 or kernel % 2 == 0:
-        raise ValueError(f"refine_with_heatmap: kernel must be a positive odd size, got {kernel}")
+        raise InputError(f"refine_with_heatmap: kernel must be a positive odd size, got {kernel}")
     hm = np.asarray(heatmaps, dtype=np.float32)
     pts = np.asarray(coords_hm, dtype=np.float32)
     if hm.ndim != 4 or pts.shape != hm.shape[:2] + (2,):
-        raise ValueError(
+        raise InputError(
             f"refine_with_heatmap: expected coords_hm [N,K,2] and heatmaps [N,K,h,w], got {pts.shape} and {hm.shape}"
         )
     n, k, h, w = hm.shape

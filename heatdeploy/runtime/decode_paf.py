@@ -29,6 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from heatdeploy.errors import InputError
 from heatdeploy.runtime.decode_centers import local_peaks
 
 
@@ -221,12 +222,12 @@ def decode_paf(parts: np.ndarray, pafs: np.ndarray, limbs: tuple[tuple[int, int,
     hm = np.asarray(parts, dtype=np.float32)
     pf = np.asarray(pafs, dtype=np.float32)
     if hm.ndim != 4 or pf.ndim != 4 or pf.shape[0] != hm.shape[0] or pf.shape[2:] != hm.shape[2:]:
-        raise ValueError(f"decode_paf: expected parts [N,K,h,w] and pafs [N,C,h,w] of one size, got {hm.shape} "
+        raise InputError(f"decode_paf: expected parts [N,K,h,w] and pafs [N,C,h,w] of one size, got {hm.shape} "
                          f"and {pf.shape}")
     table = np.asarray(limbs, dtype=np.intp).reshape(-1, 4)
     n, k = hm.shape[:2]
     if table.size and (table[:, :2].max() >= k or table[:, 2:].max() >= pf.shape[1]):
-        raise ValueError(f"decode_paf: limbs name part {table[:, :2].max()} / PAF channel {table[:, 2:].max()} "
+        raise InputError(f"decode_paf: limbs name part {table[:, :2].max()} / PAF channel {table[:, 2:].max()} "
                          f"but the maps have {k} parts and {pf.shape[1]} PAF channels")
     xy, pscore, pvalid = find_peaks(hm, max_peaks, peak_threshold, pool_kernel)
     # Peaks come best first, valid ones first: keep only as many slots as the busiest part map needs, so the

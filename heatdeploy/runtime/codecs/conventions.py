@@ -27,6 +27,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from heatdeploy.errors import InputError
 from heatdeploy.runtime.codecs.refine import (
     QuarterBorder,
     argmax_2d,
@@ -73,7 +74,7 @@ class HeatmapConvention:
                  decoder: str = "dark", blur_kernel: int = 0, soft_argmax_beta: float = 1.0,
                  stride: float | None = None) -> None:
         if decoder not in DECODERS:
-            raise ValueError(f"decoder.name: unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
+            raise InputError(f"decoder.name: unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
         self.sigma = float(sigma)
@@ -119,7 +120,7 @@ class HeatmapConvention:
         kp = np.asarray(keypoints_in, dtype=np.float64)
         pres = np.asarray(present, dtype=bool)
         if kp.ndim != 3 or kp.shape[-1] != 2 or pres.shape != kp.shape[:2]:
-            raise ValueError(f"encode: expected keypoints [N,K,2] and present [N,K], got {kp.shape} and {pres.shape}")
+            raise InputError(f"encode: expected keypoints [N,K,2] and present [N,K], got {kp.shape} and {pres.shape}")
         w, h = self.heatmap_size
         mu = self.to_heatmap(kp).astype(np.float64)
         finite = np.isfinite(mu).all(axis=-1)
@@ -238,10 +239,10 @@ CODECS: dict[str, type[HeatmapConvention]] = {
 def codec_from_spec(spec: ModelSpec) -> HeatmapConvention:
     """The codec the spec's ``heatmap.align`` names, built from the spec's sizes and decoder settings."""
     if spec.heatmap is None:
-        raise ValueError("heatmap: this spec has no heatmap output, so it has no heatmap codec")
+        raise InputError("heatmap: this spec has no heatmap output, so it has no heatmap codec")
     align = spec.heatmap.align
     if align not in CODECS:
-        raise ValueError(f"heatmap.align: unknown convention {align!r}; expected one of {', '.join(CODECS)}")
+        raise InputError(f"heatmap.align: unknown convention {align!r}; expected one of {', '.join(CODECS)}")
     h, w = spec.heatmap_size
     d = spec.decoder
     return CODECS[align]((spec.input.width, spec.input.height), (w, h), sigma=d.sigma, decoder=d.name,

@@ -13,6 +13,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from heatdeploy.errors import InputError
+
 # DARK skips keypoints whose log-heatmap Hessian determinant is this close to zero (a flat
 # neighbourhood: the Newton step would be arbitrary).
 _DET_EPS = 1e-10
@@ -79,7 +81,7 @@ def refine_quarter(heatmaps: np.ndarray, coords: np.ndarray, border: QuarterBord
         okx = (x > 0) & (x < w - 1) & (y >= 0) & (y < h)
         oky = (y > 0) & (y < h - 1) & (x >= 0) & (x < w)
     else:
-        raise ValueError(f"refine_quarter: border must be 'neighbours' or 'mmpose', got {border!r}")
+        raise InputError(f"refine_quarter: border must be 'neighbours' or 'mmpose', got {border!r}")
     xc = np.clip(x, 1, max(w - 2, 0))
     yc = np.clip(y, 1, max(h - 2, 0))
     xr = np.clip(x, 0, w - 1)
@@ -101,7 +103,7 @@ def refine_quarter(heatmaps: np.ndarray, coords: np.ndarray, border: QuarterBord
 def _gaussian_kernel(kernel: int) -> np.ndarray:
     """The 1-D Gaussian cv2.GaussianBlur uses for this size with sigma 0 (derived from the size)."""
     if kernel < 1 or kernel % 2 == 0:
-        raise ValueError(f"DARK blur kernel must be a positive odd size, got {kernel}")
+        raise InputError(f"DARK blur kernel must be a positive odd size, got {kernel}")
     g = cv2.getGaussianKernel(kernel, 0, ktype=cv2.CV_64F).ravel()
     g = 0.5 * (g + g[::-1])  # exactly symmetric, so _conv5 may pair taps
     g.setflags(write=False)
