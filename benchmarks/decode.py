@@ -17,8 +17,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from heatdeploy.runtime.codecs import pixel_centre_blur_kernel
 from heatdeploy.runtime.decode import _DET_EPS, _LOG_FLOOR, DARK_MAX_STEP, argmax_2d, refine_dark
-from heatdeploy.spec import DecoderSpec
 
 N, K, H, W = 64, 17, 64, 48
 SIGMA = 2.0
@@ -88,7 +88,7 @@ def median_times(
 def main() -> int:
     rng = np.random.default_rng(0)
     heatmaps = peaky_heatmaps(rng)
-    kernel = DecoderSpec(sigma=SIGMA).kernel_size()
+    kernel = pixel_centre_blur_kernel(SIGMA)
     peaks, _ = argmax_2d(heatmaps)
 
     fast = refine_dark(heatmaps, peaks, kernel)

@@ -275,7 +275,7 @@ class DecoderSpec:
 
     name: DecoderName = "dark"
     sigma: float = 2.0  # Gaussian sigma in heatmap px used for targets and DARK modulation
-    blur_kernel: int = 0  # 0: derived from sigma (odd, ~6 sigma + 1)
+    blur_kernel: int = 0  # 0: the convention's rule from sigma (runtime/codecs: ours ~6 sigma + 1, MMPose 11/17)
     score_threshold: float = 0.1  # heatmap peak below this -> absent when no existence head
     soft_argmax_beta: float = 1.0
 
@@ -284,12 +284,6 @@ class DecoderSpec:
         _positive("decoder.sigma", self.sigma)
         if self.blur_kernel < 0 or (self.blur_kernel and self.blur_kernel % 2 == 0):
             raise SpecError(f"decoder.blur_kernel: expected 0 or an odd size, got {self.blur_kernel}")
-
-    def kernel_size(self) -> int:
-        if self.blur_kernel:
-            return self.blur_kernel
-        k = int(round(6 * self.sigma)) + 1
-        return k if k % 2 else k + 1
 
 
 @dataclass(frozen=True)
