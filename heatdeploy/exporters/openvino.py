@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,12 +204,12 @@ def add_openvino_artifact(
     fp32_ref = model.clone() if precision != "fp32" and not any(
         a.name == artifact_name("fp32") for a in bundle.artifacts) else None
     if precision == "int8":
-        model, calibration, tools["nncf"] = _quantize(
-            model, bundle, onnx_path=onnx_path, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
-            accuracy_control=accuracy_control, accuracy_data=accuracy_data, validation_size=validation_size,
-            pck_alpha=pck_alpha, keep_fp32=keep_fp32, target_device=target_device,
-            fast_bias_correction=fast_bias_correction, max_iterations=max_iterations,
-            ranking_subset_size=ranking_subset_size, float_part=float_part)
+        opts = NncfOptions(calib=calib, calib_size=calib_size, seed=seed, preset=preset, keep_fp32=keep_fp32,
+                           accuracy_control=accuracy_control, accuracy_data=accuracy_data,
+                           validation_size=validation_size, pck_alpha=pck_alpha, target_device=target_device,
+                           fast_bias_correction=fast_bias_correction, max_iterations=max_iterations,
+                           ranking_subset_size=ranking_subset_size, float_part=float_part)
+        model, calibration, tools["nncf"] = _quantize(model, bundle, opts, onnx_path=onnx_path)
     embed_rt_info(model, spec, precision, extra_rt, inference_precision(precision, calibration))
 
     notes: dict[str, Any] = {
@@ -297,43 +298,62 @@ def summary_line(art: Artifact, checked_against: str = "ORT FP32") -> str:
     return text
 
 
-def _quantize(model: ov.Model, bundle: Bundle, *, calib: str | None, calib_size: int | None, seed: int,
-              preset: str, accuracy_control: float | None, accuracy_data: str | None, validation_size: int,
-              pck_alpha: float, keep_fp32: str | Sequence[str], target_device: str, fast_bias_correction: bool,
-              max_iterations: int, ranking_subset_size: int | None,
-              onnx_path: Path | None = None, no_onnx: str = "",
-              float_part: str = "auto") -> tuple[ov.Model, dict[str, Any], str]:
-    """NNCF INT8 from the shared calibration sources; returns the model, its record and NNCF's version.
+@dataclass(frozen=True)
+class NncfOptions:
+    """NNCF INT8 settings as one value from the bundle step down to NNCF (meanings: add_openvino_artifact).
 
     ``float_part``: auto (measure f32 and bf16 float parts, keep the fastest that holds the gate's keypoint
-    limits: :mod:`heatdeploy.calibration.ov_float_part`), f32 or bf16."""
+    limits: :mod:`heatdeploy.calibration.ov_float_part`), f32 or bf16.
+    """
+
+    calib: str | None = None
+    calib_size: int | None = 300
+    seed: int = 0
+    preset: str = "mixed"
+    keep_fp32: str | Sequence[str] = "auto"
+    accuracy_control: float | None = None
+    accuracy_data: str | None = None
+    validation_size: int = 200
+    pck_alpha: float = 0.05
+    target_device: str = "any"
+    fast_bias_correction: bool = True
+    max_iterations: int = 20
+    ranking_subset_size: int | None = 100
+    float_part: str = "auto"
+
+
+def _quantize(model: ov.Model, bundle: Bundle, opts: NncfOptions, *, onnx_path: Path | None = None,
+              no_onnx: str = "") -> tuple[ov.Model, dict[str, Any], str]:
+    """NNCF INT8 from the shared calibration sources; returns the model, its record and NNCF's version."""
     import nncf
 
     from heatdeploy.calibration.nncf_quantize import quantize_openvino_int8
     from heatdeploy.calibration.sources import CalibrationError, open_source
 
+    calib, seed = opts.calib, opts.seed
     if calib is None:
         if bundle.info.get("source") != "reference":
             raise CalibrationError(f"{bundle.root}: OpenVINO INT8 needs calibration data: pass a folder of images, "
                                    "a video, a .npy/.npz of preprocessed inputs, or 'synthetic' (reference only)")
         calib = "synthetic"
-    source = open_source(bundle.spec, calib, size=calib_size, seed=seed)
+    source = open_source(bundle.spec, calib, size=opts.calib_size, seed=seed)
     held = open_source(bundle.spec, calib, size=FLOAT_PART_FRAMES, seed=seed + 1)  # frames for the float-part choice
-    keep, note = _resolve_keep(keep_fp32, model, onnx_path, bundle.spec, source, no_onnx)
+    keep, note = _resolve_keep(opts.keep_fp32, model, onnx_path, bundle.spec, source, no_onnx)
     validation = None
-    if accuracy_control is not None:
-        validation = _validation_data(bundle.spec, calib, accuracy_data, validation_size, seed)
+    if opts.accuracy_control is not None:
+        validation = _validation_data(bundle.spec, calib, opts.accuracy_data, opts.validation_size, seed)
     quantized, report = quantize_openvino_int8(
-        model, bundle.spec, source, preset=preset, keep_fp32=keep, target_device=target_device,
-        fast_bias_correction=fast_bias_correction, accuracy_control=accuracy_control, validation=validation,
-        pck_alpha=pck_alpha, max_iterations=max_iterations, ranking_subset_size=ranking_subset_size)
+        model, bundle.spec, source, preset=opts.preset, keep_fp32=keep, target_device=opts.target_device,
+        fast_bias_correction=opts.fast_bias_correction, accuracy_control=opts.accuracy_control,
+        validation=validation, pck_alpha=opts.pck_alpha, max_iterations=opts.max_iterations,
+        ranking_subset_size=opts.ranking_subset_size)
     if note:
         report.notes.insert(0, note)
         report.options["keep_fp32"] = "auto"
     record = report.to_manifest()
     from heatdeploy.calibration.ov_float_part import choose_float_part
 
-    choice = choose_float_part(model, quantized, bundle.spec, list(held.batches(8)), requested=float_part)
+    choice = choose_float_part(model, quantized, bundle.spec, list(held.batches(8)), requested=opts.float_part)
     record["float_part"] = choice.to_dict()
     record["notes"] = [*record.get("notes", []), *choice.notes]
     advice = [n for n in choice.notes if n.startswith("recommendation")]  # shown on screen with the summary

@@ -202,11 +202,10 @@ def add_tflite_openvino_artifact(bundle_dir: str | Path, tflite: str | Path, pre
             # keep_fp32=auto measures per-layer sensitivity on an ONNX graph: quantize that graph's IR
             via_onnx, onnx_path, note = (ovx.tflite_int8_source(path, spec, Path(tmp)) if keep_fp32 == "auto"
                                          else (None, None, ""))
-            model, calibration, tools["nncf"] = ovx._quantize(
-                via_onnx or model, bundle, calib=calib, calib_size=calib_size, seed=seed, preset=preset,
-                accuracy_control=accuracy_control, accuracy_data=None, validation_size=200, pck_alpha=0.05,
-                keep_fp32=keep_fp32, target_device="any", fast_bias_correction=True, max_iterations=20,
-                ranking_subset_size=100, onnx_path=onnx_path, no_onnx=note)
+            opts = ovx.NncfOptions(calib=calib, calib_size=calib_size, seed=seed, preset=preset,
+                                   accuracy_control=accuracy_control, keep_fp32=keep_fp32)
+            model, calibration, tools["nncf"] = ovx._quantize(via_onnx or model, bundle, opts, onnx_path=onnx_path,
+                                                              no_onnx=note)
         if via_onnx is not None:
             calibration.setdefault("notes", []).insert(0, note)
     ovx.embed_rt_info(model, spec, precision, {"source_tflite_sha256": digest},
