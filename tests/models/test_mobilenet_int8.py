@@ -2,9 +2,10 @@
 
 The issue asks that ours move keypoints at least 5x less than stock (mean displacement vs FP32) and flip
 no presence decision on the evaluation frames. On the shipped weights (4,000 steps) ours flips none (stock
-flips one frame); the 5x is not met (ours 1.7x) and stays a strict xfail with the measured figures. What
-else holds is pinned: the output trap (presence logit and landmark vector on an 8-bit grid shared with
-pixel coordinates) is >= 5x worse under stock, and the FP32 model is accurate enough for the comparison
+flips one frame). The 5x target is retired (issue 15: bf16 itself is only 6x better than stock here); ours
+passing the default gate and flipping no more than stock is pinned instead, on ORT and OpenVINO. What else
+holds: the output trap (presence logit and landmark vector on an 8-bit grid shared with pixel coordinates)
+is >= 5x worse under stock, and the FP32 model is accurate enough for the comparison
 to mean something.
 """
 
@@ -91,22 +92,23 @@ def test_fp32_is_meaningful(compared: dict[str, Any]) -> None:
     assert 0.1 <= ref_present.mean() <= 0.95, ref_present.mean()
 
 
-# Measured (ORT 1.32, shipped 4,000-step weights, this eval set): ours 0.062 vs stock 0.106 heatmap px mean (1.71x);
-# heatmap SNR 25.5 dB (ours). Parity's FP32 floor (the reference on a +-0.5-level input dither) is 0.0064 px, so 5x
-# less than stock (<= 0.021) is 3.3x the floor, and OpenVINO bf16 (a far finer format than INT8) reaches 0.018,
-# only 6x better than stock. Ours' error is spread over the net: INT8 in any one conv alone moves keypoints at most
-# 0.028 px on the calibration sample; keeping the 6 worst FP32 gave 0.053 px at 1.1x FP32 speed. The folded
-# depthwise filters spread 4-19x per layer (long-trained ImageNet MobileNetV2s: 100x+), so per-tensor weights cost
-# stock little. Kept strict: it starts failing when it starts passing.
-@pytest.mark.xfail(strict=True, reason="ours 0.062 vs stock 0.106 heatmap px mean displacement (1.71x; >= 5x "
-                   "needs <= 0.021 = 3.3x FP32's own dither floor of 0.0064; OpenVINO bf16 reaches 0.018)")
-def test_ours_beats_stock_by_5x(compared: dict[str, Any]) -> None:
+def _flips(result: Any) -> int:
+    return result.keypoints.flips_lost + result.keypoints.flips_gained
+
+
+# The earlier ">= 5x less displacement than stock" target is retired (issue 15): on this synthetic-trained net
+# OpenVINO bf16, a far finer format than INT8, is itself only 6x better than stock ORT (0.018 vs 0.106 heatmap px)
+# and 3.1x better than stock NNCF, and 5x less than stock ORT (<= 0.021) is 3.3x FP32's own dither floor (0.0064).
+# What a user is promised instead: ours passes the default gate and is no worse than stock on flips or displacement.
+def test_ours_passes_the_gate_and_is_no_worse_than_stock(compared: dict[str, Any]) -> None:
     ours, stock = compared["ours"], compared["stock"]
     print("\n" + _figures(ours) + "\n" + _figures(stock))
     print("INT8 (ours): " + compared["report"].summary())
     o, s = ours.keypoints, stock.keypoints
-    assert np.isfinite(o.mean_displacement_hm) and np.isfinite(s.mean_displacement_hm)
-    assert o.mean_displacement_hm * 5 <= s.mean_displacement_hm, (_figures(ours), _figures(stock))
+    assert np.isfinite(o.mean_displacement_hm) and o.keypoints_compared > 0
+    assert ours.passed, _figures(ours)
+    assert _flips(ours) <= _flips(stock), (_figures(ours), _figures(stock))
+    assert o.mean_displacement_hm <= s.mean_displacement_hm, (_figures(ours), _figures(stock))
 
 
 # Measured: ours flips none of the 64 presence decisions; stock flips one frame (FP32 p 0.08 from the threshold).
@@ -162,14 +164,16 @@ def compared_ov(compared: dict[str, Any]) -> dict[str, Any]:
     return {name: run_parity(bundle, name, data=compared["data"]) for name in ("openvino-int8", NNCF_STOCK_NAME)}
 
 
-# Measured (OpenVINO 2026.4, NNCF 3.4, this eval set): ours 0.052 vs stock nncf.quantize 0.055 heatmap px mean; NNCF's
-# defaults (mean-of-per-sample activation ranges, fast bias correction, float outputs through its own patterns)
-# leave no trap to close here: 5x less than stock (0.011) is below what OpenVINO bf16 reaches (0.018).
-@pytest.mark.xfail(strict=True, reason="ours 0.052 vs stock NNCF 0.055 heatmap px mean displacement (5x less "
-                   "would be 0.011, below OpenVINO bf16's 0.018 and 1.7x FP32's own dither floor of 0.0064)")
-def test_openvino_ours_beats_stock_nncf_by_5x(compared_ov: dict[str, Any]) -> None:
+# Measured (OpenVINO 2026.4, NNCF 3.4, this eval set): ours 0.052 vs stock nncf.quantize 0.051-0.055 heatmap px mean,
+# no flip either; the retired 5x target (0.011) lay below what OpenVINO bf16 reaches (0.018). Pinned instead: ours
+# passes the default gate, flips no more than stock NNCF and stays about as close (within 1.25x of its displacement).
+def test_openvino_ours_passes_the_gate_and_is_no_worse_than_stock_nncf(compared_ov: dict[str, Any]) -> None:
     from heatdeploy.calibration.stock import NNCF_STOCK_NAME
 
     ours, stock = compared_ov["openvino-int8"], compared_ov[NNCF_STOCK_NAME]
     print("\n" + _figures(ours) + "\n" + _figures(stock))
-    assert ours.keypoints.mean_displacement_hm * 5 <= stock.keypoints.mean_displacement_hm
+    assert ours.passed, _figures(ours)
+    assert _flips(ours) <= _flips(stock), (_figures(ours), _figures(stock))
+    # NNCF's defaults leave no trap to close on this net (0.052 vs 0.051 px in one run): "about as close", not better
+    assert ours.keypoints.mean_displacement_hm <= 1.25 * stock.keypoints.mean_displacement_hm, (_figures(ours),
+                                                                                               _figures(stock))
