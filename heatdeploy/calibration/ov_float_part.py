@@ -27,6 +27,7 @@ CHOICES = ("auto", "f32", "bf16")
 MAX_MEAN_HM_PX = 0.5
 MIN_EXISTENCE_AGREEMENT = 0.99
 ROUNDS, PER_ROUND = 7, 3  # interleaved timing: rounds x calls per candidate
+MIN_GAIN = 1.05  # bf16 replaces the more accurate f32 float part only when clearly faster (not timing noise)
 
 
 @dataclass
@@ -114,7 +115,8 @@ def choose_float_part(fp32: ov.Model, int8: ov.Model, spec: ModelSpec, batches: 
         choice.points.append(point)
     if requested != "auto":
         choice.chosen = requested if (requested == "f32" or bf16) else "f32"
-    elif bf16 and holds.get("int8@bf16") and (not ms or ms["int8@bf16"] <= ms["int8@f32"] or not holds["int8@f32"]):
+    elif bf16 and holds.get("int8@bf16") and (not ms or ms["int8@bf16"] * MIN_GAIN < ms["int8@f32"]
+                                              or not holds["int8@f32"]):
         choice.chosen = "bf16"
     if not bf16:
         choice.notes.append("float part f32: this CPU has no bf16")
