@@ -53,6 +53,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for act in ("uint8", "int8"):
         rep = quantize_onnx_int8(fp32, root / f"q_{act}.onnx", spec, ImageFolderSource(spec, root / "imgs", size=12),
                                  keep_fp32="base", use_cache=False, activation_type=act, sensitivity_batches=0,
+                                 symmetric_activations=True,  # what --format tensorrt asks for
                                  cache_dir=root / "cache")
         out[act], out[f"{act}_report"] = root / f"q_{act}.onnx", rep
     out["x"] = next(iter(ImageFolderSource(spec, root / "imgs", size=8).batches(8)))
