@@ -271,6 +271,8 @@ def _bring_in(root: Path, add: _Add, final: dict[str, str]) -> Artifact:
             fsutil.move(src, dest)
         else:
             digests[want] = fsutil.atomic_copy(src, dest, durable=True)
+        if dest.parent != root:
+            fsutil.fsync_dir(dest.parent)  # the manifest write syncs the bundle folder itself
     art = add.art
     main = next(iter(add.sources))
     art.path = final[main]
