@@ -101,7 +101,7 @@ def cli_errors(fn: F) -> F:
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)  # no bar lines in CI logs
 
 
 def _log(msg: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from heatdeploy.errors import InputError
 from heatdeploy.fsutil import atomic_write_bytes, atomic_write_text
 from heatdeploy.models.skeleton import KEYPOINTS
 from heatdeploy.models.synthetic import render_sample
@@ -78,7 +79,7 @@ def read_labelled_set(root: Path) -> LabelledSet:
             image_sizes=np.array([[e["height"], e["width"]] for e in images], np.int64),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a readable labels file ({exc}); expected heatdeploy's labels.json "
+        raise InputError(f"{path}: not a readable labels file ({exc}); expected heatdeploy's labels.json "
                          "format (see heatdeploy/models/evalset.py)") from None
 
 

@@ -267,3 +267,14 @@ def test_ctrl_c_is_130_not_the_gate_code(random_reference_bundle, monkeypatch):
 def test_a_bare_file_not_found_names_the_path():
     code, line = describe(FileNotFoundError("photos/empty"))
     assert code == EXIT_INPUT and line.startswith("photos/empty: no such file or folder")
+
+
+def test_real_process_prints_exactly_one_stderr_line(random_reference_bundle, tmp_path):
+    """Outside CliRunner too: no progress-bar blank line, no traceback; a missing labelled split is bad input."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "heatdeploy.cli", "eval", str(random_reference_bundle), "--data",
+                           str(tmp_path / "no-split")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_INPUT
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "no-split" in proc.stderr
