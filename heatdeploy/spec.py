@@ -434,7 +434,7 @@ class ModelSpec:
             raise SpecError(f"{source}: expected a JSON object, got {type(data).__name__}")
         try:
             spec = cls(
-                keypoints=tuple(_require(data, "keypoints", source)),
+                keypoints=_names(_require(data, "keypoints", source), "keypoints"),
                 input=_sub(InputSpec, data.get("input", {}), "input"),
                 heatmap=(None if "heatmap" in data and data["heatmap"] is None
                          else _sub(HeatmapSpec, data.get("heatmap", {}), "heatmap")),
@@ -489,6 +489,13 @@ class ModelSpec:
         from heatdeploy.fsutil import atomic_write_text
 
         atomic_write_text(Path(path), self.to_json())
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    """A JSON list of names (a bare string would otherwise become one name per character)."""
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{where}: expected a list of names, got {type(value).__name__}")
+    return tuple(value)
 
 
 def _require(data: dict[str, Any], key: str, source: str) -> Any:

@@ -111,3 +111,10 @@ def test_stride_larger_than_input_is_refused():
     d["heatmap"]["stride"] = 32
     with pytest.raises(SpecError, match="empty map"):
         ModelSpec.from_dict(d, "s.json")
+
+
+def test_keypoints_must_be_a_list_of_names():
+    d = reference_spec().to_dict()
+    d["keypoints"] = "abc"  # would be three keypoints 'a', 'b', 'c'
+    with pytest.raises(SpecError, match="keypoints: expected a list of names"):
+        ModelSpec.from_dict(d, "s.json")
