@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -248,3 +250,43 @@ def test_trt_pose_table_decodes_its_own_part_order() -> None:
 def _match_neck(decoded: np.ndarray, truth: np.ndarray, neck: int) -> np.ndarray:
     d = np.linalg.norm(decoded[None, :, neck] - truth[:, None, neck], axis=-1)
     return d.argmin(axis=1)
+
+
+def test_a_paf_model_runs_through_onnxruntime_and_the_pipeline(tmp_path: Path) -> None:
+    # A real ORT session whose output is the rendered OpenPose tensor (plus 0 x the input, so the batch follows
+    # the input): the Pipeline decodes it, maps people back to the image and lists them in its records.
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from heatdeploy.exporters.onnx import embed_spec
+    from heatdeploy.runtime import Pipeline
+
+    truth = three_people()
+    spec = openpose_spec()
+    const = numpy_helper.from_array(openpose_tensor(truth).astype(np.float32), "rendered")
+    zero = numpy_helper.from_array(np.zeros((1,), np.float32), "zero")
+    nodes = [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=1),
+             helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+             helper.make_node("Add", ["rendered", "nothing"], ["net_output"])]
+    graph = helper.make_graph(nodes, "paf", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                          ["N", 256, 256, 3])],
+                              [helper.make_tensor_value_info("net_output", TensorProto.FLOAT, ["N", H, W, 57])],
+                              [const, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    embed_spec(model, spec)
+    path = tmp_path / "openpose_like.onnx"
+    onnx.save(model, str(path))
+
+    pipe = Pipeline.load(path)
+    frames = [np.zeros((256, 256, 3), np.uint8), np.zeros((512, 512, 3), np.uint8)]
+    pred = pipe.predict(frames)
+    assert pred.instance_scores is not None and (pred.instance_scores > 0).sum(axis=1).tolist() == [3, 3]
+    want = (truth + 0.5) * 4 - 0.5  # input px at stride 4; the 512 frame is the same at twice the scale
+    for i, scale in enumerate((1.0, 2.0)):
+        slots = match(pred.keypoints_input[i, :3] / 4.0, truth)
+        for person, slot in enumerate(slots):
+            np.testing.assert_allclose(pred.keypoints_input[i, slot], want[person], atol=1.5)
+            np.testing.assert_allclose(pred.keypoints[i, slot], (want[person] + 0.5) * scale - 0.5, atol=3.0)
+    recs = pred.to_records(spec.keypoints)
+    assert [len(r["instances"]) for r in recs] == [3, 3]
