@@ -234,3 +234,53 @@ def test_old_names_keep_their_meaning() -> None:
     assert make_spec("udp").heatmap.convention == "mmpose-udp"  # type: ignore[union-attr]
     with pytest.raises(SpecError, match="heatmap.align"):
         make_spec("openpose")
+
+
+def dark_udp_reference(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
+    """DARK-UDP from its documented steps, one keypoint at a time: blur the zero-padded map, rescale to its
+    maximum, clip to [1e-3, 50], log, pad one edge pixel, then a Newton step with 3x3 central differences and
+    eps added to the Hessian's diagonal."""
+    import cv2
+
+    n_, k_, h, w = heatmaps.shape
+    b = kernel // 2
+    out = coords.astype(np.float64).copy()
+    for n in range(n_):
+        for k in range(k_):
+            padded = np.zeros((h + 2 * b, w + 2 * b))
+            padded[b:b + h, b:b + w] = heatmaps[n, k]
+            blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[b:b + h, b:b + w]
+            blurred *= heatmaps[n, k].max() / blurred.max()
+            lg = np.pad(np.log(np.clip(blurred, 1e-3, 50.0)), 1, mode="edge")
+            x, y = (int(v) + 1 for v in coords[n, k])
+            dx = 0.5 * (lg[y, x + 1] - lg[y, x - 1])
+            dy = 0.5 * (lg[y + 1, x] - lg[y - 1, x])
+            dxx = lg[y, x + 1] - 2 * lg[y, x] + lg[y, x - 1]
+            dyy = lg[y + 1, x] - 2 * lg[y, x] + lg[y - 1, x]
+            dxy = 0.5 * (lg[y + 1, x + 1] - lg[y, x + 1] - lg[y + 1, x] + 2 * lg[y, x] - lg[y, x - 1]
+                         - lg[y - 1, x] + lg[y - 1, x - 1])
+            hessian = np.array([[dxx, dxy], [dxy, dyy]]) + np.finfo(np.float32).eps * np.eye(2)
+            out[n, k] -= np.linalg.inv(hessian) @ np.array([dx, dy])
+    return out
+
+
+def test_dark_udp_matches_its_documented_steps_at_borders_and_on_noise() -> None:
+    from heatdeploy.runtime.codecs.refine import refine_dark_udp
+
+    rng = np.random.default_rng(11)
+    ys, xs = np.mgrid[0:20, 0:24]
+    maps = np.zeros((2, 4, 20, 24), np.float32)
+    maps[0, 0] = np.exp(-((xs - 0.4) ** 2 + (ys - 9.3) ** 2) / 8.0)  # peak on the left border: refined too
+    maps[0, 1] = np.exp(-((xs - 22.8) ** 2 + (ys - 19.2) ** 2) / 8.0)  # bottom-right corner
+    maps[0, 2] = np.exp(-((xs - 11.3) ** 2 + (ys - 7.6) ** 2) / 18.0) + 0.05 * rng.random((20, 24))
+    maps[0, 3] = 80.0 * np.exp(-((xs - 5.3) ** 2 + (ys - 5.6) ** 2) / 8.0)  # the 50 clip flattens the top
+    maps[1] = rng.random((4, 20, 24)) * np.exp(-((xs - 12.0) ** 2 + (ys - 10.0) ** 2) / 60.0)
+    peaks, _ = argmax_2d(maps)
+    for kernel in (5, 11):
+        got = refine_dark_udp(maps, peaks, kernel)
+        want = dark_udp_reference(maps, peaks, kernel)
+        kept = (np.abs(want - peaks) <= DARK_MAX_STEP).all(axis=-1)  # wild steps are dropped by the guard
+        np.testing.assert_allclose(got[kept], want[kept], atol=1e-4, err_msg=f"kernel {kernel}")
+        np.testing.assert_array_equal(got[~kept], peaks[~kept])
+        assert kept.sum() >= 6
+    assert np.abs(refine_dark_udp(maps, peaks, 11)[0, 0] - peaks[0, 0]).max() > 0.05  # border peak moved
