@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from heatdeploy import __version__
 from heatdeploy.bundle import Artifact, Bundle, BundleError
 from heatdeploy.errors import HeatdeployError
 from heatdeploy.errortext import cause_line
-from heatdeploy.fsutil import sha256_file
+from heatdeploy.fsutil import sha256_file, temp_dir
 from heatdeploy.runtime.backends.openvino import RT_INFERENCE, RT_PRECISION, RT_SECTION, RT_SPEC, spec_from_model
 from heatdeploy.spec import ModelSpec
 
@@ -254,7 +253,7 @@ def save_ir(root: Path, model: ov.Model, precision: str, *, tools: dict[str, str
     Nothing half written is left in the bundle: the staging folder goes whatever happens.
     """
     rel = rel or artifact_path(precision)
-    tmp = Path(tempfile.mkdtemp(prefix=".openvino-", suffix=".partial", dir=root))
+    tmp = temp_dir(root / "openvino-ir")  # .openvino-ir.<pid>.<random>.partial: cleaned if this process dies
     try:
         xml = tmp / Path(rel).name
         ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
@@ -280,8 +279,7 @@ def record_ir(root: Path, xml: Path, *, precision: str, tools: dict[str, str], n
     art = fresh.add_file(xml, rel, name=name or artifact_name(precision), format="openvino", precision=precision,
                          backend="openvino", tools=tools,
                          extra={str(Path(rel).with_suffix(".bin").as_posix()): xml.with_suffix(".bin")},
-                         calibration=calibration, notes=notes)
-    fresh.save()
+                         calibration=calibration, notes=notes)  # one transaction: files, then manifest
     return art
 
 
