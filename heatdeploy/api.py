@@ -39,7 +39,7 @@ def _no_status(_: str) -> ContextManager[Any]:
 @dataclass(frozen=True)
 class Hooks:
     """How a long step talks to its caller: ``log`` a finished line, ``status`` a spinner around a step,
-    ``progress(done, total)`` for counted work. Defaults are silent: a library call prints nothing."""
+    ``progress(what, done, total)`` for counted work. Defaults are silent: a library call prints nothing."""
 
     log: Callable[[str], None] = _silent
     status: Callable[[str], ContextManager[Any]] = _no_status
@@ -81,7 +81,6 @@ class ExportResult:
     made: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
 
 
 # --- export ------------------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ def _export_tflite_openvino(model: str, out: Path, spec: str | None, precision: 
     made = [a.name for a in arts]
     dropped = [n for n in old if n not in made]
     if dropped:
-        hooks.log(f"dropped from the old bundle (made from another model): {', '.join(dropped)}")
+        hooks.log(f"dropped from the old bundle (a .tflite OpenVINO export writes a new bundle): {', '.join(dropped)}")
     return ExportResult(out, made=made, dropped=dropped)
 
 
