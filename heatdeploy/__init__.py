@@ -41,3 +41,7 @@ def __getattr__(name: str) -> Any:
         if callable(module):
             return module
     return getattr(importlib.import_module("heatdeploy.api"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
