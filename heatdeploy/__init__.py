@@ -44,4 +44,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
+    return sorted({*__all__, "ApiModule", "make_callable", *(n for n in globals() if n.startswith("__"))})
