@@ -73,7 +73,7 @@ from heatdeploy.calibration.graph import (
     summarize_ops,
 )
 from heatdeploy.calibration.ranges import extract_ranges
-from heatdeploy.calibration.search import SearchBudget, fastest_mix, layer_macs, profile_pair
+from heatdeploy.calibration.search import SearchBudget, fastest_mix, grouped_convs, layer_macs, profile_pair
 from heatdeploy.calibration.sensitivity import LayerResult, Outputs, keypoint_agreement, run_model, sensitivity_pass
 from heatdeploy.calibration.session import METADATA_KEY as ORT_OPTIONS_KEY
 from heatdeploy.calibration.session import int8_session, pin_float_layers, self_contained_check
@@ -323,7 +323,8 @@ def quantize_onnx_int8(
                 if held else None, fp32_path=fp32_path, input_name=input_name,
                 x=sample[0][: static_batch or 1], budget=budget,
                 time_budget_s=max(float(budget_s) - timings["sensitivity_s"], 0.2 * float(budget_s)),
-                priority=_layer_priority(model, observed), progress=say)
+                priority=_layer_priority(model, observed), grouped=grouped_convs(model, base_excluded),
+                progress=say)
             reasons = {r["node"]: r for r in table}
             excluded = dict(base_excluded)
             excluded.update({n: (_sensitive_reason(LayerResult(**reasons[n]), sensitivity_threshold)

@@ -177,6 +177,13 @@ def layer_macs(model: Any) -> dict[str, float]:
     return macs
 
 
+def grouped_convs(model: Any, exclude: Sequence[str] = ()) -> list[str]:
+    """Conv nodes with ``group`` > 1 (depthwise and grouped), minus ``exclude``, in graph order."""
+    skip = set(exclude)
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in skip
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
 def saved_ms_estimate(macs: Mapping[str, float], layers: Sequence[str], total_saved_ms: float) -> dict[str, float]:
     """Share the measured all-INT8 saving over the compute layers by their MACs (others save nothing)."""
     pool = {n: macs[n] for n in layers if n in macs}
@@ -279,9 +286,13 @@ def search_mix(
     time_budget_s: float,
     verify: Callable[[Path], Any] | None = None,
     seeds: Mapping[str, Sequence[str]] | None = None,
+    always: Mapping[str, Sequence[str]] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Find the fastest mix holding ``budget``; ``ranked`` = layers in the order to revert them to FP32.
+
+    ``always``: extra bisections, each with a set of layers kept FP32 from the start (name prefix -> layers),
+    e.g. the depthwise convolutions, whose INT8 kernels can be slower than FP32's.
 
     ``build(kept, name)`` writes the mix that keeps ``kept`` FP32 (beyond the base rule) and returns its path;
     ``evaluate``/``verify`` return an agreement (``mean_px``, ``max_px``, ``flip_rate``) on the calibration /
@@ -307,21 +318,29 @@ def search_mix(
     def out_of_time() -> bool:
         return time.perf_counter() - start > time_budget_s
 
-    n = len(ranked)
-    first = try_mix(ALL_INT8, [])
-    if not first.holds and n:
+    def bisect(prefix: str, base: Sequence[str]) -> str:
+        """Shortest holding prefix of ``ranked`` (on top of ``base``); returns why it stopped, if it did."""
+        order = [r for r in ranked if r not in set(base)]
+        n = len(order)
+        if try_mix(f"{prefix}{ALL_INT8}" if prefix else ALL_INT8, list(base)).holds or not n:
+            return ""
         lo, hi = 0, n  # prefix lengths: lo fails (known), hi is tried next and is the most reverted
-        top = try_mix(f"revert-{n}", ranked[:n])
-        if top.holds:
-            while hi - lo > 1:
-                if out_of_time():
-                    stopped = f"time budget {time_budget_s:.0f} s reached during the bisection"
-                    break
-                mid = (lo + hi) // 2
-                if try_mix(f"revert-{mid}", ranked[:mid]).holds:
-                    hi = mid
-                else:
-                    lo = mid
+        if not try_mix(f"{prefix}revert-{n}", [*base, *order]).holds:
+            return ""
+        while hi - lo > 1:
+            if out_of_time():
+                return f"time budget {time_budget_s:.0f} s reached during the bisection"
+            mid = (lo + hi) // 2
+            if try_mix(f"{prefix}revert-{mid}", [*base, *order[:mid]]).holds:
+                hi = mid
+            else:
+                lo = mid
+        return ""
+
+    stopped = bisect("", [])
+    for prefix, base in (always or {}).items():
+        if base and not out_of_time():
+            stopped = bisect(prefix, list(base)) or stopped
     for name, kept in (seeds or {}).items():
         if any(set(p.kept) == set(kept) for p in points.values()):
             continue  # the same mix under another name: measured once
@@ -390,11 +409,13 @@ def fastest_mix(rows: Sequence[Mapping[str, Any]], macs: Mapping[str, float], *,
                 build: Callable[[Sequence[str], str], Path], evaluate: Callable[[Path], Any],
                 verify: Callable[[Path], Any] | None, fp32_path: Path, input_name: str, x: np.ndarray,
                 budget: SearchBudget, time_budget_s: float, priority: Mapping[str, float] | None = None,
-                progress: Callable[[str], None] | None = None) -> SearchResult:
+                grouped: Sequence[str] = (), progress: Callable[[str], None] | None = None) -> SearchResult:
     """The search on real timings: probe FP32 vs all-INT8, rank the sensitivity rows, search, record all.
 
     The probe's saving is shared over the compute layers by MACs to rank them (a layer's own saving is
-    not timed alone: too costly per layer); every mix the search keeps is then timed for real.
+    not timed alone: too costly per layer); every mix the search keeps is then timed for real. With
+    ``grouped`` (depthwise) convolutions, a second bisection keeps them FP32 from the start: ORT's INT8
+    depthwise kernels can be slower than its FP32 ones, which a MAC share cannot see.
     """
     say = progress or (lambda m: log.info("%s", m))
     probe_path = build([], "probe")
@@ -407,7 +428,8 @@ def fastest_mix(rows: Sequence[Mapping[str, Any]], macs: Mapping[str, float], *,
     seeds = {"threshold-rule": [str(r["node"]) for r in rows if r.get("kept_fp32")]}
     result = search_mix([d["node"] for d in ranking], build=build, evaluate=evaluate, verify=verify,
                         latency=lambda paths: measure_latency(paths, input_name, x), fp32_path=fp32_path,
-                        budget=budget, time_budget_s=time_budget_s, seeds=seeds, progress=say)
+                        budget=budget, time_budget_s=time_budget_s, seeds=seeds,
+                        always={"dw-fp32/": list(grouped)} if grouped else None, progress=say)
     result.ranking = ranking
     result.latency["probe_ms"] = probe["median_ms"]
     result.profile["int8_all"] = _profile_summary(op_profile(probe_path, input_name, x))

@@ -179,3 +179,16 @@ def test_search_runs_end_to_end_with_real_timing(tiny_model: Path, image_dir: Pa
         assert points[found["chosen"]]["latency_ms"] * search_mod.MIN_GAIN < fp32_ms
     assert set(found["profile"]) >= {"fp32", "int8"} and found["profile"]["int8"]["total_ms"] > 0
     assert any(p["pareto"] for p in points.values())
+
+
+def test_a_bisection_with_depthwise_kept_float_can_win() -> None:
+    """ORT's INT8 depthwise kernels can be slower than FP32's: the mix keeping them FP32 is searched too."""
+    ranked = ["a", "b", "x"]
+    errors = {frozenset(): 0.9, frozenset({"a", "b", "x"}): 0.0, frozenset({"a"}): 0.9, frozenset({"a", "b"}): 0.1,
+              frozenset({"x"}): 0.9, frozenset({"x", "a"}): 0.1, frozenset({"x", "a", "b"}): 0.0}
+    latency = {k: 4.0 + len(k) - (2.5 if "x" in k else 0.0) for k in errors}
+    fake = FakeMixes(errors, latency)
+    result = search_mix(ranked, build=fake.build, evaluate=fake.evaluate, verify=fake.verify, latency=fake.time,
+                        fp32_path=Path("fp32"), budget=BUDGET, time_budget_s=60.0, always={"dw/": ["x"]})
+    assert result.chosen == "dw/revert-1" and set(result.kept) == {"x", "a"}
+    assert "revert-2" in {p.name for p in result.points}  # the plain bisection ran as well
