@@ -100,7 +100,7 @@ def add_candidates(bundle: Path, calib: str) -> dict[str, str]:
     return notes
 
 
-def judge(bundle: Path, data: Any) -> dict[str, Row]:
+def judge(bundle: Path, data: Any, limit: int) -> dict[str, Row]:
     from heatdeploy.parity import run_parity
 
     rows = {}
@@ -108,7 +108,7 @@ def judge(bundle: Path, data: Any) -> dict[str, Row]:
         if name == "onnx-fp32":
             rows[name] = Row(name, engine, recipe, 0.0, 0.0, 0, 0, True)
             continue
-        r = run_parity(bundle, name, data=data, floor=False)
+        r = run_parity(bundle, name, data=data, floor=False, limit=limit)
         km = r.keypoints
         rows[name] = Row(name, engine, recipe, km.mean_displacement_hm, km.p95_displacement_hm,
                          km.flips_lost + km.flips_gained, int(getattr(km, "decisions", 0) or 0), r.passed)
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"comma-separated, of {', '.join(MODELS)} (heavy: slow)")
     parser.add_argument("--calib", type=int, default=64, help="calibration frames (BlazePose models)")
-    parser.add_argument("--eval", type=int, default=64, help="evaluation frames (not the reference)")
+    parser.add_argument("--eval", type=int, default=64, help="evaluation frames (the reference: of its eval split)")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             bundle, data, calib = build(model, Path(tmp) / model, args.calib, args.eval)
             notes = add_candidates(bundle, calib)
             log(f"{model}: parity")
-            rows = judge(bundle, data)
+            rows = judge(bundle, data, args.eval)
             log(f"{model}: timing")
             time_all(bundle, rows)
             print_model(model, rows, notes, time.perf_counter() - t0)
