@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -375,13 +376,45 @@ def _listdir(folder: Path) -> list[Path]:
 
 
 # --- a new bundle folder ------------------------------------------------------------------------------
+def _keep_user_files(old: Path, new: Path) -> None:
+    """Bring the files a user put in an old bundle folder into its replacement (hard links, else copies),
+    before the swap: whatever happens, each exists under ``old`` until the new folder holding it is in place.
+    Files the old manifest names, the manifest, and heatdeploy's temporaries are not the user's."""
+    if not is_bundle(old):
+        return  # a foreign folder replaced with force: replaced whole, as asked
+    try:
+        refs = Bundle.load(old, verify=False).referenced()
+    except BundleError:
+        return
+    def ours(name: str) -> bool:  # a temporary or journal heatdeploy made
+        return bool(fsutil.is_temp_name(name) or _LEGACY_INSIDE.match(name) or _JOURNAL_RE.match(name))
+
+    for dirpath, dirs, names in os.walk(old):
+        here = Path(dirpath)
+        dirs[:] = [d for d in dirs if not ours(d)]
+        for n in names:
+            src = here / n
+            rel = src.relative_to(old).as_posix()
+            if rel == MANIFEST or rel in refs or ours(n) or os.path.lexists(new / rel):
+                continue
+            dest = new / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_symlink():
+                os.symlink(os.readlink(src), dest)
+                continue
+            try:
+                os.link(src, dest)
+            except OSError:
+                shutil.copy2(src, dest)
+
+
 @contextmanager
 def staged_dir(final: str | Path, *, force: bool = False) -> Iterator[Path]:
     """Build a new bundle folder beside ``final`` and move it into place only when the block succeeds.
 
     An existing bundle at ``final`` is swapped out atomically (``renameat2(RENAME_EXCHANGE)`` where the OS has
-    it) and then removed. A file, or a non-empty folder that is not a bundle, is refused unless ``force``:
-    export never deletes what it did not make.
+    it) and then removed; files a user put in it come along into the new one. A file, or a non-empty folder
+    that is not a bundle, is refused unless ``force``: export never deletes what it did not make.
     """
     final = Path(final)
     if os.path.lexists(final) and not force:
@@ -398,12 +431,18 @@ def staged_dir(final: str | Path, *, force: bool = False) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o777 & ~fsutil._umask())  # mkdtemp makes 0700
         if final.is_dir() and not final.is_symlink():
+            _keep_user_files(final, tmp)
             if fsutil.exchange_dirs(tmp, final):  # tmp now holds the old folder
                 fsutil.fsync_dir(final.parent)
             else:
                 old = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}{_OLD_SUFFIX}")
-                os.replace(final, old)
-                os.replace(tmp, final)
+                fsutil.move(final, old)  # a death between these two renames: clean_beside puts old back
+                try:
+                    fsutil.move(tmp, final)
+                except BaseException:
+                    if not os.path.lexists(final):
+                        os.replace(old, final)
+                    raise
                 fsutil.remove_path(old)
         else:
             if os.path.lexists(final):  # a file or link, replaced only with force

@@ -43,6 +43,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def is_temp_name(name: str) -> bool:
+    """Does ``name`` have the form of a temporary heatdeploy makes (``.<name>.<pid>.<random>.part``...)?"""
+    return bool(_TAGGED.match(name))
+
+
 def stale_temp(path: Path, legacy: re.Pattern[str] | None = None) -> bool:
     """Is ``path`` a temporary heatdeploy made whose writer is gone?
 

@@ -23,6 +23,7 @@ import pytest
 
 from heatdeploy import fsutil
 from heatdeploy.bundle import MANIFEST, Bundle, BundleError, iter_files, staged_dir
+from heatdeploy.bundle_txn import clean_beside
 from heatdeploy.spec import ModelSpec
 
 HELPERS = ("atomic_write_text", "atomic_copy", "move", "fsync_file", "fsync_dir", "remove_path", "unlink",
@@ -342,6 +343,16 @@ def test_killed_export_leftovers_are_cleaned_by_the_next(tmp_path):
     assert user.read_bytes() == b"a user's file, not ours"
 
 
+def test_reexport_keeps_the_users_files_in_the_bundle(template, tmp_path):
+    root, outside = _fresh(template, tmp_path, 0)
+    _write(root / "photos" / "a.jpg", b"photo")
+    _reexport(root, outside)
+    assert [a.name for a in Bundle.load(root).artifacts] == ["onnx-fp32"]
+    assert all((root / r).read_bytes() == d for r, d in USER_FILES.items())
+    assert (root / "photos" / "a.jpg").read_bytes() == b"photo"
+    assert not (root / "model.int8.onnx").exists() and not (root / "openvino").exists()
+
+
 def _reexport(root: Path, outside: Path) -> None:
     """Export over a bundle: a new folder built beside it, swapped in whole."""
     with staged_dir(root) as tmp:
@@ -350,8 +361,11 @@ def _reexport(root: Path, outside: Path) -> None:
                    precision="fp32", backend="onnxruntime")
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 @pytest.mark.parametrize("action", ["interrupt", "sigkill"])
-def test_export_over_a_bundle_interrupted_at_every_step(action, template, tmp_path):
+def test_export_over_a_bundle_interrupted_at_every_step(action, exchange, template, tmp_path, monkeypatch):
+    if not exchange:  # where the OS cannot swap two folders atomically
+        monkeypatch.setattr(fsutil, "exchange_dirs", lambda a, b: False)
     old = _state(template)
     root, outside = _fresh(template, tmp_path, -1)
     with pytest.MonkeyPatch.context() as mp:
@@ -377,10 +391,13 @@ def test_export_over_a_bundle_interrupted_at_every_step(action, template, tmp_pa
                 finally:
                     os._exit(0)
             os.waitpid(pid, 0)
+        if not exchange and not root.exists():  # died between the two renames: the next export puts old back
+            clean_beside(root)
         assert _state(root) in (old, new), f"step {i}"
         _reexport(root, outside)  # the next export cleans what the killed one left beside the bundle
         assert _state(root) == new
         assert sorted(p.name for p in root.parent.iterdir()) == ["bundle", "outside"], f"step {i}"
+        assert all((root / r).read_bytes() == d for r, d in USER_FILES.items()), f"step {i}"
 
 
 # --- with real engines: a real INT8 re-calibration interrupted at every commit step --------------------------
