@@ -205,7 +205,8 @@ class Bundle:
             root = self.root.resolve()
             resolved = p.resolve()
         except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop
-            raise BundleError(f"{where}: {_short(rel)} cannot be resolved ({exc}); re-export the bundle") from None
+            raise BundleError(f"{where}: {_short(rel)} cannot be resolved ({_short(str(exc), 160)}); "
+                              "re-export the bundle") from None
         if not resolved.is_relative_to(root) or resolved == root:
             raise BundleError(f"{where}: {_short(rel)} resolves outside the bundle (symlink?); re-export the bundle")
         if isinstance(artifact, Artifact) and self.verify_on_use:
