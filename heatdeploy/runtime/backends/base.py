@@ -99,6 +99,10 @@ def _module(name: str) -> Any:
         return importlib.import_module(_MODULES[name][0])
     except ModuleNotFoundError as exc:
         raise BackendError(f"backend {name!r} needs the Python package {exc.name!r}: {extra_hint(name)}") from None
+    except (ImportError, OSError, RuntimeError) as exc:  # installed but broken: a native library fails to load
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BackendError(f"backend {name!r}: its engine is installed but does not import ({first}); reinstall "
+                           f"it ({extra_hint(name)}) or check its native libraries") from None
 
 
 def load_backend(name: str, path: str, options: dict[str, Any] | None = None) -> Backend:
