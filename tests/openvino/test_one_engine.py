@@ -105,3 +105,19 @@ def test_bench_on_an_openvino_only_box_times_the_openvino_artifacts(tiny_ov_bund
     r = _run(code, hide=("onnxruntime", "openvino"))
     assert r.returncode != 0 and "no engine installed for its artifacts" in r.stderr
     assert "pip install 'heatdeploy[onnxruntime]'" in r.stderr
+
+
+def test_an_engine_that_is_installed_but_broken_is_one_line(tiny_ov_bundle: Path, tmp_path: Path) -> None:
+    """OpenVINO present but its native library failing to load (a broken install) is named, not a traceback."""
+    fake = tmp_path / "fake" / "openvino"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise OSError('libopenvino.so.2540: cannot open shared object file')\n")
+    code = (f"import sys\nsys.path.insert(0, {str(tmp_path / 'fake')!r})\n"
+            "from heatdeploy.errors import HeatdeployError\nfrom heatdeploy.runtime import Pipeline\n"
+            f"try:\n    Pipeline.load({str(tiny_ov_bundle)!r}, artifact='openvino-fp32')\n"
+            "except HeatdeployError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = r.stdout.strip()
+    assert "\n" not in line and line.startswith("backend 'openvino': its engine is installed but does not import")
+    assert "libopenvino.so.2540" in line and "pip install 'heatdeploy[openvino]'" in line
