@@ -350,14 +350,16 @@ def parity(bundle: str | Path, candidate: str, *, reference: str = "onnx-fp32", 
 
 def parity_bundle(bundle: Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
                   tolerance: str = "default", out: Path | None = None, limit: int | None = None,
-                  backend: str | None = None, floor: bool = True, hooks: Hooks = QUIET) -> tuple[Any, int]:
+                  backend: str | None = None, floor: bool = True, batch_size: int = 8,
+                  hooks: Hooks = QUIET) -> tuple[Any, int]:
     """:func:`parity` plus its exit code (0 pass, 1 out of tolerance)."""
     from heatdeploy.parity import parity_command
 
     desc = f"parity {candidate} vs {reference}"
     report = hooks.progress
     return parity_command(bundle, candidate, reference, data, tolerance, out, limit=limit, backend=backend,
-                          floor=floor, progress=(lambda d, t: report(desc, d, t)) if report else None)
+                          floor=floor, batch_size=batch_size,
+                          progress=(lambda d, t: report(desc, d, t)) if report else None)
 
 
 # --- evaluate ----------------------------------------------------------------------------------------

@@ -54,14 +54,13 @@ def _pct(values: list[float], q: float) -> float:
 def bench_one(pipe: Pipeline, images: Sequence[np.ndarray], iters: int, warmup: int) -> dict[str, float]:
     """Interleave full-pipeline and bare-engine runs on the same images; medians per stage, ms."""
     batch = pipe.preprocess(images)
-    feeds = {pipe.spec.input.name: batch.tensor}
     for _ in range(warmup):
-        pipe.backend.infer(feeds)
+        pipe.infer(batch.tensor)
         pipe.predict(images, batch_size=len(images))
     total, bare, stages = [], [], {"preprocess": [], "infer": [], "decode": []}
     for _ in range(iters):
         t0 = time.perf_counter()
-        pipe.backend.infer(feeds)
+        pipe.infer(batch.tensor)
         bare.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         pred = pipe.predict(images, batch_size=len(images))

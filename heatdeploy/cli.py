@@ -335,7 +335,9 @@ def _parity(bundle: Path, candidate: str, **options: Any) -> tuple[Any, int]:
 def parity(
     bundle: Annotated[Path, typer.Argument(help="bundle directory")],
     candidate: Annotated[str, typer.Option(help="artifact to check, e.g. onnx-int8")],
-    reference: Annotated[str, typer.Option(help="FP32 reference artifact")] = "onnx-fp32",
+    reference: Annotated[str, typer.Option(help="FP32 reference artifact (without onnx-fp32 in the bundle: its "
+                                                "FP32 artifact of another engine, e.g. openvino-fp32)")]
+    = "onnx-fp32",
     data: Annotated[str | None, typer.Option(help="labelled split, image folder, or synthetic:N "
                                                   "(default: the shipped evaluation split)")] = None,
     tolerance: Annotated[str, typer.Option(help="strict | default | loose | path/to/profile.toml")] = "default",
@@ -344,6 +346,8 @@ def parity(
     backend: Annotated[str | None, typer.Option(help="override the candidate's backend")] = None,
     floor: Annotated[bool, typer.Option(help="also run FP32 on a +-0.5-level input dither: its own noise floor "
                                              "(one more reference inference per batch)")] = True,
+    batch: Annotated[int, typer.Option(help="frames per batch (a fixed-batch graph is run in chunks of its own "
+                                            "batch size either way)")] = 8,
 ) -> None:
     """Compare a low-precision artifact with FP32 on keypoints; exit 1 when outside the tolerance (a CI gate).
 
@@ -352,7 +356,7 @@ def parity(
     Example: heatdeploy parity bundle/ --candidate onnx-int8 --out parity/
     """
     _, code = _parity(bundle, candidate, reference=reference, data=data, tolerance=tolerance, out=out,
-                      limit=limit, backend=backend, floor=floor)
+                      limit=limit, backend=backend, floor=floor, batch_size=batch)
     raise typer.Exit(code)
 
 

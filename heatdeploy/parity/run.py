@@ -37,6 +37,26 @@ from heatdeploy.runtime.pipeline import Pipeline
 from heatdeploy.spec import ModelSpec
 
 DEFAULT_WORST = 8  # images listed (and drawn) per worst-case list
+DEFAULT_REFERENCE = "onnx-fp32"
+
+
+def resolve_reference(root: Path, reference: str, candidate: str) -> str:
+    """The reference artifact's name: ``reference`` when the bundle has it; for the default, else the bundle's
+    FP32 artifact of any engine (a ``.tflite --format openvino`` bundle has ``openvino-fp32``, no ONNX).
+
+    One whose engine is installed wins; ParityError names the FP32 artifacts there are when none fits.
+    """
+    from heatdeploy.runtime.backends.base import engine_installed
+
+    arts = Bundle.load(root, verify=False).artifacts
+    if any(a.name == reference for a in arts):
+        return reference
+    fp32 = [a for a in arts if a.precision == "fp32" and a.name != candidate]
+    if reference == DEFAULT_REFERENCE and fp32:
+        return sorted(fp32, key=lambda a: not engine_installed(a.backend))[0].name
+    have = ", ".join(a.name for a in fp32) or "none besides the candidate"
+    raise ParityError(f"{root}: no reference artifact {reference!r}; its FP32 artifacts: {have}; pass "
+                      "--reference NAME (one of them), or export an FP32 artifact into the bundle")
 
 
 def _artifact_info(pipe: Pipeline) -> ArtifactInfo:
@@ -65,6 +85,7 @@ def run_parity(bundle: str | Path | Bundle, candidate: str, *, reference: str = 
         raise ParityError(f"batch size: expected >= 1, got {batch_size}")
     within = tuple(sorted(float(v) for v in within_hm_px)) if within_hm_px else tol.within_hm_px
     root = bundle_root(bundle)
+    reference = resolve_reference(root, reference, candidate)
     ref_pipe = Pipeline.load(root, artifact=reference, backend=reference_backend, options=reference_options)
     cand_pipe = Pipeline.load(root, artifact=candidate, backend=backend, options=options)
     spec = ref_pipe.spec
@@ -192,4 +213,4 @@ def parity_command(bundle: str | Path, candidate: str, reference: str = "onnx-fp
     return result, result.exit_code
 
 
-__all__ = ["DEFAULT_WORST", "parity_command", "run_parity"]
+__all__ = ["DEFAULT_REFERENCE", "DEFAULT_WORST", "parity_command", "resolve_reference", "run_parity"]

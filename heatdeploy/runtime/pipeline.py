@@ -24,6 +24,7 @@ from heatdeploy.runtime.backends.base import (
     backend_for_file,
     engine_installed,
     extra_hint,
+    fixed_batch,
     load_backend,
     readers_of,
 )
@@ -126,6 +127,7 @@ class Pipeline:
         self.backend, self.spec, self.backend_name = backend, spec, backend_name
         self.artifact, self.bundle = artifact, bundle
         self.preprocess = Preprocessor(spec.input)
+        self.fixed_batch = fixed_batch(backend, spec.input.name)  # None: the engine takes any batch
         missing = [n for n in (spec.input.name,) if n not in backend.input_names]
         missing += [n for n in spec.output_names if n not in backend.output_names]
         if missing:
@@ -162,7 +164,14 @@ class Pipeline:
         return cls(load_backend(name, str(b.path_of(art)), options), b.spec, name, art, b)
 
     def infer(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        return self.backend.infer({self.spec.input.name: tensor})
+        """One engine call, or for a fixed-batch graph one per chunk of its batch size (the last chunk padded
+        with copies of the last frame, padding dropped), so every caller passes any batch it has."""
+        size, n = self.fixed_batch, len(tensor)
+        if size is None or n == size:
+            return self.backend.infer({self.spec.input.name: tensor})
+        padded = np.concatenate([tensor, np.repeat(tensor[-1:], -n % size, axis=0)]) if n % size else tensor
+        parts = [self.backend.infer({self.spec.input.name: padded[i:i + size]}) for i in range(0, n, size)]
+        return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
 
     def predict(self, images: Sequence[np.ndarray | str | Path], boxes: np.ndarray | None = None,
                 batch_size: int = 8) -> Prediction:

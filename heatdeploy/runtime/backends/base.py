@@ -23,6 +23,7 @@ class BackendError(HeatdeployError, RuntimeError):
 class Backend(Protocol):
     input_names: list[str]
     output_names: list[str]
+    input_shapes: dict[str, list[Any]]  # per input; an int is a fixed dim, anything else (None, a name) dynamic
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -103,6 +104,16 @@ def _module(name: str) -> Any:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BackendError(f"backend {name!r}: its engine is installed but does not import ({first}); reinstall "
                            f"it ({extra_hint(name)}) or check its native libraries") from None
+
+
+def fixed_batch(backend: Backend, name: str) -> int | None:
+    """The batch size input ``name`` hard-codes (tf2onnx writes 1), or None when the batch is dynamic.
+
+    The runtime chunks every inference into this size, so a fixed-batch graph runs any batch the caller asks.
+    """
+    shape = getattr(backend, "input_shapes", {}).get(name)
+    dim = shape[0] if shape else None
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
 
 
 def load_backend(name: str, path: str, options: dict[str, Any] | None = None) -> Backend:

@@ -371,6 +371,8 @@ class TensorRTBackend:
         self.output_names: list[str] = [n for n in names if not is_input[n]]
         self.dtypes: dict[str, np.dtype[Any]] = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self.shapes: dict[str, list[int]] = {n: dims_list(engine.get_tensor_shape(n)) for n in names}
+        self.input_shapes: dict[str, list[int | None]] = {
+            n: [d if d >= 0 else None for d in self.shapes[n]] for n in self.input_names}
         self.profiles: dict[str, tuple[list[int], list[int], list[int]]] = {}
         for n in self.input_names:
             if -1 in self.shapes[n]:
