@@ -44,6 +44,8 @@ def describe(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir() or p.name == MANIFEST:
         return describe_bundle(p.parent if p.name == MANIFEST and p.is_file() else p)
+    if p.suffix.lower() in (".xml", ".plan", ".engine") and p.is_file():
+        return _describe_with_engine(p, "openvino-ir" if p.suffix.lower() == ".xml" else "tensorrt-plan")
     if p.suffix.lower() == ".onnx" or p.is_file():
         return describe_onnx(p)
     raise InspectError(f"{p}: no such bundle directory or .onnx file; check the path")
@@ -95,7 +97,7 @@ def describe_onnx(path: str | Path) -> dict[str, Any]:
     """Embedded spec (if any), inputs/outputs, opset, sha256 and the most frequent op types."""
     p = Path(path)
     if not _have_onnx():
-        return _describe_onnx_with_engine(p)
+        return _describe_with_engine(p, "onnx")
     proto = load_model_proto(p)  # OnnxFileError (a ValueError) naming the file when unreadable
     out: dict[str, Any] = {"kind": "onnx", "path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}
     try:
@@ -118,27 +120,26 @@ def _have_onnx() -> bool:
 
 
 def _engine_io(path: Path) -> dict[str, Any]:
-    """Inputs/outputs as the installed engine reads them (no onnx here), or the one line why not."""
+    """Inputs/outputs as the installed engine reads them, or the one line why not (``details``)."""
+    note = NO_ONNX if path.suffix.lower() == ".onnx" else ""
     try:
         info = load_backend(backend_for_file(path), str(path)).describe()  # type: ignore[attr-defined]
     except BackendError as exc:
-        return {"details": f"{NO_ONNX}; no engine could open it either ({exc})"}
-    return {"inputs": info["inputs"], "outputs": info["outputs"], "read_by": info["backend"], "details": NO_ONNX}
+        return {"details": f"{note + '; ' if note else ''}no engine could open it ({exc})"}
+    out = {"inputs": info["inputs"], "outputs": info["outputs"], "read_by": info["backend"]}
+    return {**out, "details": note} if note else out
 
 
-def _describe_onnx_with_engine(p: Path) -> dict[str, Any]:
+def _describe_with_engine(p: Path, kind: str) -> dict[str, Any]:
+    """A model file described through the engine that reads it: embedded spec, inputs/outputs."""
     if not p.is_file():
-        raise InspectError(f"{p}: no such ONNX file; check the path")
-    out: dict[str, Any] = {"kind": "onnx", "path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}
+        raise InspectError(f"{p}: no such model file; check the path")
+    out: dict[str, Any] = {"kind": kind, "path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}
     try:
         spec = read_spec_with(backend_for_file(p), p)
         out["spec"] = None if spec is None else spec.to_dict()
     except SpecError as exc:
         out["spec"], out["spec_error"] = None, f"{p}: {exc}"
-    except BackendError as exc:
-        out["spec"] = None
-        out["details"] = f"{NO_ONNX}; no engine could open it either ({exc})"
-        return out
     out.update(_engine_io(p))
     return out
 

@@ -121,3 +121,14 @@ def test_an_engine_that_is_installed_but_broken_is_one_line(tiny_ov_bundle: Path
     line = r.stdout.strip()
     assert "\n" not in line and line.startswith("backend 'openvino': its engine is installed but does not import")
     assert "libopenvino.so.2540" in line and "pip install 'heatdeploy[openvino]'" in line
+
+
+def test_inspect_reads_a_bare_ir_through_openvino(tiny_ov_bundle: Path) -> None:
+    from heatdeploy.bundle import Bundle
+    from heatdeploy.exporters.inspect import describe
+
+    xml = tiny_ov_bundle / Bundle.load(tiny_ov_bundle).artifact("openvino-fp32").path
+    info = describe(xml)
+    assert info["kind"] == "openvino-ir" and info["read_by"] == "openvino" and "details" not in info
+    assert info["spec"] == Bundle.load(tiny_ov_bundle).spec.to_dict()
+    assert [o["name"] for o in info["outputs"]] == ["heatmaps", "existence"]
