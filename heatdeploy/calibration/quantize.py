@@ -73,7 +73,14 @@ from heatdeploy.calibration.graph import (
     summarize_ops,
 )
 from heatdeploy.calibration.ranges import extract_ranges
-from heatdeploy.calibration.search import SearchBudget, fastest_mix, grouped_convs, layer_macs, profile_pair
+from heatdeploy.calibration.search import (
+    SEARCH_VERSION,
+    SearchBudget,
+    fastest_mix,
+    grouped_convs,
+    layer_macs,
+    profile_pair,
+)
 from heatdeploy.calibration.sensitivity import LayerResult, Outputs, keypoint_agreement, run_model, sensitivity_pass
 from heatdeploy.calibration.session import METADATA_KEY as ORT_OPTIONS_KEY
 from heatdeploy.calibration.session import int8_session, pin_float_layers, self_contained_check
@@ -220,7 +227,7 @@ def quantize_onnx_int8(
             options["sensitivity"] = sens_opts
             if search:
                 budget = tolerance if isinstance(tolerance, SearchBudget) else SearchBudget.from_tolerance(tolerance)
-                options["search"] = {"budget": asdict(budget), "budget_s": float(budget_s),
+                options["search"] = {"budget": asdict(budget), "budget_s": float(budget_s), "version": SEARCH_VERSION,
                                      "holdout_batches": int(search_holdout_batches)}
 
         def ranges_key(calib_id: Any) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+SEARCH_VERSION = 3  # in the calibration cache key: a changed search must not answer from an old result
 FP32 = "fp32"
 ALL_INT8 = "int8-all"
 FLIP_COST_PX = 10.0  # one existence flip per keypoint weighs as much as this many grid px of displacement
@@ -442,7 +443,9 @@ def _profile_summary(ops: Mapping[str, float], top: int = 8) -> dict[str, Any]:
 
 def profile_pair(fp32_path: Path, int8_path: Path, input_name: str, x: np.ndarray, top: int = 8) -> dict[str, Any]:
     """Per-op-type kernel ms of FP32 and the INT8 artifact (ORT profiling, 1 thread): where the time goes."""
-    out: dict[str, Any] = {"method": "onnxruntime enable_profiling, 1 thread, ms per run by op type"}
+    out: dict[str, Any] = {"method": "onnxruntime enable_profiling, 1 thread, ms per run by op type; runs one "
+                                     "model after the other, so a shared machine's load skews them: the "
+                                     "interleaved timings decide, this shows where time goes"}
     for name, path in (("fp32", fp32_path), ("int8", int8_path)):
         out[name] = _profile_summary(op_profile(path, input_name, x), top)
     return out
