@@ -218,11 +218,16 @@ def _weak(image: Any) -> Any:
 
 def pick_artifact(b: Bundle, name: str | None = None, precision: str | None = None,
                   backend: str | None = None) -> tuple[Artifact, str]:
-    """(artifact, backend to run it with). An explicit name wins; otherwise the artifacts matching
-    precision/backend (fp32 first when no precision is asked), taking the first whose engine is installed,
-    then the first another installed engine reads (OpenVINO reads ONNX)."""
+    """(artifact, backend to run it with). An explicit name wins (run by another installed engine that reads
+    its file when its own is missing); otherwise the artifacts matching precision/backend (fp32 first when no
+    precision is asked), taking the first whose engine is installed, then the first another installed engine
+    reads (OpenVINO reads ONNX)."""
     if name is not None:
         art = b.artifact(name)
+        if backend is None and not engine_installed(art.backend):  # e.g. onnx-fp32 on an OpenVINO-only box
+            other = next((r for r in readers_of(art.path) if engine_installed(r)), None)
+            if other is not None:
+                return art, other
         return art, backend or art.backend
     if backend is not None:
         # the backend's own artifacts first, else one whose file it reads (OpenVINO runs the ONNX artifact)

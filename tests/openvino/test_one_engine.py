@@ -132,3 +132,14 @@ def test_inspect_reads_a_bare_ir_through_openvino(tiny_ov_bundle: Path) -> None:
     assert info["kind"] == "openvino-ir" and info["read_by"] == "openvino" and "details" not in info
     assert info["spec"] == Bundle.load(tiny_ov_bundle).spec.to_dict()
     assert [o["name"] for o in info["outputs"]] == ["heatmaps", "existence"]
+
+
+def test_parity_default_reference_runs_on_openvino_when_onnxruntime_is_missing(tiny_ov_bundle: Path) -> None:
+    """The default reference onnx-fp32 is an ONNX file, which OpenVINO reads: an OpenVINO-only box runs it there."""
+    code = ("import json\nfrom heatdeploy.parity.run import run_parity\n"
+            f"r = run_parity({str(tiny_ov_bundle)!r}, 'openvino-fp32', data='synthetic:4', floor=False)\n"
+            "print(json.dumps({'ref': [r.reference.name, r.reference.backend], 'passed': r.passed}))\n")
+    r = _run(code, hide=("onnxruntime",))
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.splitlines()[-1])
+    assert got == {"ref": ["onnx-fp32", "openvino"], "passed": True}
