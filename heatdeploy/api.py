@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from heatdeploy.calibration import SYMMETRIC_ACTIVATIONS
-from heatdeploy.errors import HeatdeployError
+from heatdeploy.errors import HeatdeployError, InputError
 
 FORMATS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
            "tensorrt": ("fp32", "fp16", "int8")}
@@ -363,32 +363,49 @@ def parity_bundle(bundle: Path, candidate: str, *, reference: str = "onnx-fp32",
 
 
 # --- evaluate ----------------------------------------------------------------------------------------
-def evaluate(bundle: str | Path, data: str | Path | None = None, *, precision: str | None = None,
-             backend: str | None = None, artifact: str | None = None, hooks: Hooks = QUIET) -> dict[str, Any]:
-    """``heatdeploy eval``: PCK@0.05 and existence accuracy of an artifact against a labelled split.
+def evaluate(bundle: str | Path, data: str | Path | None = None, *, images: str | Path | None = None,
+             precision: str | None = None, backend: str | None = None, artifact: str | None = None,
+             hooks: Hooks = QUIET) -> dict[str, Any]:
+    """``heatdeploy eval``: PCK@0.05 and existence accuracy of an artifact against the user's labels.
 
-    ``data`` defaults to the shipped evaluation split. Returns the report as a dict (metric -> value).
+    ``data``: a labelled split (folder with labels.json), or a COCO keypoints JSON (then ``images`` is its
+    image folder, default the JSON's) which adds COCO OKS AP; left out, the shipped split (reference model
+    only). Returns the report as a dict (metric -> value).
     """
     return eval_bundle(Path(bundle), Path(data) if data is not None else None, precision=precision,
-                       backend=backend, artifact=artifact, hooks=hooks)
+                       backend=backend, artifact=artifact, images=Path(images) if images is not None else None,
+                       hooks=hooks)
 
 
 def eval_bundle(bundle: Path, data: Path | None = None, *, precision: str | None = None,
-                backend: str | None = None, artifact: str | None = None, hooks: Hooks = QUIET) -> dict[str, Any]:
+                backend: str | None = None, artifact: str | None = None, images: Path | None = None,
+                hooks: Hooks = QUIET) -> dict[str, Any]:
+    from heatdeploy.evaluate import eval_dataset, evaluate_coco
     from heatdeploy.evaluate import evaluate as score
-    from heatdeploy.models.evalset import EVAL_DIR, read_labelled_set
     from heatdeploy.runtime import Pipeline
 
-    split = read_labelled_set(data or EVAL_DIR)
     pipe = Pipeline.load(bundle, artifact=artifact, precision=precision, backend=backend)
     done = [0]
 
-    def advance(n: int) -> None:
-        done[0] += n
-        if hooks.progress is not None:
-            hooks.progress("evaluating", done[0], len(split.files))
+    def progress(total: int) -> Callable[[int], None]:
+        def advance(n: int) -> None:
+            done[0] += n
+            if hooks.progress is not None:
+                hooks.progress("evaluating", done[0], total)
+        return advance
 
-    _, report = score(pipe, split, advance=advance)
+    if data is not None and data.suffix.lower() == ".json":
+        from heatdeploy.coco import read_coco
+
+        coco = read_coco(data, images, pipe.spec.num_keypoints)
+        total = len(set(coco.ann_image.tolist())) if pipe.spec.multi_instance else int((~coco.ignore).sum())
+        _, report = evaluate_coco(pipe, coco, advance=progress(total))
+    else:
+        if images is not None:
+            raise InputError(f"--images {images}: only a COCO keypoints file (--data FILE.json) takes an images "
+                             "folder; a labelled split keeps its images beside labels.json")
+        split = eval_dataset(pipe.spec, data)
+        _, report = score(pipe, split, advance=progress(len(split)))
     report["artifact"] = pipe.artifact.name if pipe.artifact else str(bundle)
     report["backend"] = pipe.backend_name
     return report

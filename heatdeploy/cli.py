@@ -297,21 +297,26 @@ def print_report(title: str, report: dict[str, Any]) -> None:
 @cli_errors
 def eval_cmd(
     bundle: Annotated[Path, typer.Argument(help="bundle directory or .onnx with embedded spec")],
-    data: Annotated[Path | None, typer.Option(help="labelled split (default: the shipped evaluation split)")]
+    data: Annotated[Path | None, typer.Option(help="your labels: a split folder with labels.json, or a COCO "
+                                                   "keypoints .json (adds OKS AP); default: the shipped split "
+                                                   "(the shipped reference model only)")] = None,
+    images: Annotated[Path | None, typer.Option(help="the COCO file's image folder (default: the file's)")]
     = None,
     precision: Annotated[str | None, typer.Option(help="artifact precision")] = None,
     backend: Annotated[str | None, typer.Option(help="override the artifact's backend")] = None,
     artifact: Annotated[str | None, typer.Option(help="artifact name")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """PCK@0.05 (of the image diagonal) and existence accuracy against ground truth.
+    """PCK@0.05 (of the image diagonal) and existence accuracy against ground truth; with a COCO keypoints
+    file also COCO OKS AP, AP50, AP75 (top-down: one crop per labelled person's box).
 
-    Example: heatdeploy eval bundle/
+    Examples: heatdeploy eval bundle/ --data split/ ; heatdeploy eval bundle/ --data val.json --images val/
     """
     from heatdeploy import api
 
     with _hooks() as hooks:
-        report = api.evaluate(bundle, data, precision=precision, backend=backend, artifact=artifact, hooks=hooks)
+        report = api.evaluate(bundle, data, images=images, precision=precision, backend=backend,
+                              artifact=artifact, hooks=hooks)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:

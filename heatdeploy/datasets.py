@@ -202,7 +202,8 @@ def load_dataset(spec: ModelSpec, data: str | os.PathLike[str] | None = None, *,
         ds = _from_path(spec, Path(text).expanduser(), limit, every_n)
     if require_truth and ds.truth is None:
         raise DataError(f"{ds.source}: no ground truth ({ds.note or ds.kind}); pass a labelled split (a folder "
-                        "with labels.json) or 'synthetic:N' for the reference model")
+                        "with labels.json), a COCO keypoints file (eval --data FILE.json --images DIR), or "
+                        "'synthetic:N' for the reference model")
     return ds
 
 
@@ -240,6 +241,9 @@ def _from_path(spec: ModelSpec, path: Path, limit: int | None, every_n: int) -> 
         where = f"{path}:{key}" if key else str(path)
         return Dataset(kind="array", source=where, names=[f"{path.stem}-{i:05d}" for i in range(len(arr))],
                        arrays=arr, note=no_truth)
+    if suffix == ".json":
+        raise DataError(f"{path}: a JSON file is labels, not images: a COCO keypoints file is read by 'heatdeploy "
+                        f"eval --data FILE.json --images DIR'; here {_USAGE}")
     raise DataError(f"{path}: unknown data ({suffix or 'no suffix'}); {_USAGE}")
 
 
