@@ -317,7 +317,7 @@ def quantize_onnx_int8(
             def build_mix(kept: Sequence[str], name: str) -> Path:
                 ex = {**base_excluded, **{n: "search" for n in kept}}
                 ex.update({n: w for n, w in float_islands(model, ex, calibrated_op_types()).items() if n not in ex})
-                path = work / f"mix-{name}.onnx"
+                path = work / f"mix-{''.join(c if c.isalnum() or c in '-_+' else '_' for c in name)}.onnx"
                 quantize_to(path, exclude=sorted(ex))
                 return path
 

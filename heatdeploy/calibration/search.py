@@ -430,7 +430,7 @@ def fastest_mix(rows: Sequence[Mapping[str, Any]], macs: Mapping[str, float], *,
     result = search_mix([d["node"] for d in ranking], build=build, evaluate=evaluate, verify=verify,
                         latency=lambda paths: measure_latency(paths, input_name, x), fp32_path=fp32_path,
                         budget=budget, time_budget_s=time_budget_s, seeds=seeds,
-                        always={"dw-fp32/": list(grouped)} if grouped else None, progress=say)
+                        always={"dw-fp32+": list(grouped)} if grouped else None, progress=say)
     result.ranking = ranking
     result.latency["probe_ms"] = probe["median_ms"]
     result.profile["int8_all"] = _profile_summary(op_profile(probe_path, input_name, x))

@@ -142,6 +142,9 @@ def test_budget_forces_layers_back_and_the_fastest_holding_mix_is_written(
         tiny_model: Path, image_dir: Path, spec: ModelSpec, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search_mod, "measure_latency", _rule_latency)
+    import heatdeploy.calibration.quantize as quant_mod
+
+    monkeypatch.setattr(quant_mod, "grouped_convs", lambda model, exclude=(): ["conv2"])  # as if depthwise
     out = tmp_path / "m.onnx"
     lines: list[str] = []
     report = quantize_onnx_int8(tiny_model, out, spec, _source(spec, image_dir), method="minmax", calib_batch=4,
@@ -159,6 +162,7 @@ def test_budget_forces_layers_back_and_the_fastest_holding_mix_is_written(
     assert _int8_layers(out) == round((10.0 - fastest) / 2.0)  # the file written is the chosen mix
     assert found["recommended"] == ("int8" if fastest * search_mod.MIN_GAIN < 10.0 else "fp32")
     assert any(line.startswith("search: timing") for line in lines) and any("sensitivity:" in ln for ln in lines)
+    assert any(name.startswith("dw-fp32+") and "conv2" in p["kept_layers"] for name, p in points.items())
 
 
 def test_search_runs_end_to_end_with_real_timing(tiny_model: Path, image_dir: Path, spec: ModelSpec,
