@@ -135,6 +135,15 @@ def read_ir_spec(xml: str | Path) -> ModelSpec | None:
     return spec_from_model(read_model(xml), str(xml))
 
 
+def fixed_batch_of(model: ov.Model, input_name: str) -> int | None:
+    """The batch the IR's input hard-codes, None when it is dynamic."""
+    port = next(p for p in model.inputs if input_name in p.get_names())
+    shape = port.get_partial_shape()
+    if shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_static:
+        return int(shape[0].get_length())
+    return None
+
+
 def is_dynamic_batch(model: ov.Model, input_name: str) -> bool:
     port = next(p for p in model.inputs if input_name in p.get_names())
     shape = port.get_partial_shape()
@@ -356,7 +365,8 @@ def _quantize(model: ov.Model, bundle: Bundle, opts: NncfOptions, *, onnx_path: 
     record = report.to_manifest()
     from heatdeploy.calibration.ov_float_part import choose_float_part
 
-    choice = choose_float_part(model, quantized, bundle.spec, list(held.batches(8)), requested=opts.float_part)
+    frames = fixed_batch_of(model, bundle.spec.input.name) or 8  # a fixed-batch IR takes only its own
+    choice = choose_float_part(model, quantized, bundle.spec, list(held.batches(frames)), requested=opts.float_part)
     record["float_part"] = choice.to_dict()
     record["notes"] = [*record.get("notes", []), *choice.notes]
     advice = [n for n in choice.notes if n.startswith("recommendation")]  # shown on screen with the summary

@@ -96,13 +96,20 @@ def test_parity_batch_must_be_positive(int8_bundle: Path, fixed: dict[str, Path]
 
 @pytest.mark.openvino
 def test_openvino_export_keeps_fixed_batch(fixed: dict[str, Path], tmp_path: Path) -> None:
-    """--format openvino on a batch-1 graph: the IR keeps batch 1, its check passes, and it runs 5 frames."""
+    """--format openvino (INT8 through NNCF) on a batch-1 graph: the IRs keep batch 1, the export's checks and
+    float-part choice run, the FP32 IR runs 5 frames as ORT does, and parity of the INT8 IR gives a verdict."""
     pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
     out = tmp_path / "bundle"
-    res = _invoke("export", fixed["model"], "--spec", fixed["spec"], "--format", "openvino", "--out", out)
+    res = _invoke("export", fixed["model"], "--spec", fixed["spec"], "--format", "openvino", "--precision", "int8",
+                  "--calib", fixed["images"], "--out", out)
     assert res.exit_code == 0, res.output
-    art = Bundle.load(out).artifact("openvino-fp32")
-    assert art.notes["dynamic_batch"] is False
+    bundle = Bundle.load(out)
+    assert bundle.artifact("openvino-fp32").notes["dynamic_batch"] is False
+    assert bundle.artifact("openvino-int8").notes["dynamic_batch"] is False
+    res = _invoke("parity", out, "--candidate", "openvino-int8", "--data", fixed["images"], "--batch", "4",
+                  "--no-floor")
+    assert res.exit_code in (0, 1) and f"on {N_IMAGES} images" in res.output, res.output
     ov_records = _records(out, fixed["images"], "--artifact", "openvino-fp32", "--batch", "4")
     ort_records = _records(out, fixed["images"], "--artifact", "onnx-fp32", "--batch", "1")
     assert len(ov_records) == N_IMAGES
