@@ -336,7 +336,7 @@ def add_int8(bundle: str | Path, calib: str | Int8Options | None, *, hooks: Hook
 # --- parity ------------------------------------------------------------------------------------------
 def parity(bundle: str | Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
            tolerance: str = "default", out: str | Path | None = None, limit: int | None = None,
-           backend: str | None = None, floor: bool = True, hooks: Hooks = QUIET) -> Any:
+           backend: str | None = None, floor: bool = True, batch_size: int = 8, hooks: Hooks = QUIET) -> Any:
     """``heatdeploy parity``: compare ``candidate`` with the FP32 ``reference`` on keypoints.
 
     Returns the parity result (``passed``, ``exit_code``, ``headline()``, the checks); writes parity.json and
@@ -345,7 +345,7 @@ def parity(bundle: str | Path, candidate: str, *, reference: str = "onnx-fp32", 
     """
     return parity_bundle(Path(bundle), candidate, reference=reference, data=data, tolerance=tolerance,
                          out=Path(out) if out is not None else None, limit=limit, backend=backend, floor=floor,
-                         hooks=hooks)[0]
+                         batch_size=batch_size, hooks=hooks)[0]
 
 
 def parity_bundle(bundle: Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,

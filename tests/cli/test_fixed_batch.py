@@ -141,3 +141,29 @@ def test_tflite_openvino_bundle_parity_falls_back_to_its_fp32(blazepose_tflite: 
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert "onnx-nope" in lines[0] and "openvino-fp32" in lines[0] and "--reference" in lines[0]
+
+
+def test_fixed_batch_2_pads_the_last_chunk(fixed: dict[str, Path], tmp_path: Path) -> None:
+    """A graph fixed at batch 2 given 1, 3 and 5 frames: the last chunk is padded, the padding dropped, and every
+    frame's keypoints are what the dynamic-batch graph (same weights) gives."""
+    import onnx
+    from tiny_onnx import build_tiny_onnx, tiny_spec
+
+    from heatdeploy.runtime import Pipeline
+    from heatdeploy.spec import METADATA_KEY
+
+    paths = {}
+    for name, batch in (("fixed2", 2), ("dynamic", "N")):
+        path = build_tiny_onnx(tmp_path / f"{name}.onnx", batch=batch)
+        model = onnx.load(str(path))
+        onnx.helper.set_model_props(model, {METADATA_KEY: tiny_spec(name).to_json()})
+        onnx.save(model, str(path))
+        paths[name] = path
+    two, dyn = Pipeline.load(paths["fixed2"]), Pipeline.load(paths["dynamic"])
+    assert two.fixed_batch == 2 and dyn.fixed_batch is None
+    images = sorted(fixed["images"].glob("*.png"))
+    for n in (1, 3, 5):
+        got, want = two.predict(images[:n], batch_size=8), dyn.predict(images[:n], batch_size=8)
+        assert got.keypoints.shape == (n, 3, 2) and got.outputs["heatmaps"].shape[0] == n
+        np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-4)
+        np.testing.assert_allclose(got.presence, want.presence, atol=1e-5)
