@@ -70,10 +70,9 @@ def _nan_scale_text() -> str:
 
 def test_spec_in_onnx_metadata_and_openvino_rt_info_is_bounded(tmp_path):
     onnx = pytest.importorskip("onnx")
-    from tests.tiny_onnx import build_tiny_onnx
-
     from heatdeploy.runtime.backends.onnxruntime import read_spec as ort_read_spec
     from heatdeploy.spec import METADATA_KEY
+    from tests.tiny_onnx import build_tiny_onnx
 
     path = build_tiny_onnx(tmp_path / "m.onnx")
     proto = onnx.load(str(path))
