@@ -7,7 +7,6 @@ one, in a clean ``sys.modules`` each time, and reports what each one loaded.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pkgutil
 import subprocess
@@ -15,6 +14,7 @@ import sys
 
 import heatdeploy.parity
 import heatdeploy.runtime
+from heatdeploy.runtime.backends.base import engine_installed
 
 ENGINES = ("torch", "onnx", "onnxruntime", "openvino", "tensorrt", "nncf")
 RUNTIME_NEVER = ("heatdeploy.models", "heatdeploy.calibration", "heatdeploy.exporters", "heatdeploy.parity",
@@ -50,7 +50,7 @@ def _violations(loaded: dict[str, list[str]], never: tuple[str, ...]) -> dict[st
     bad: dict[str, list[str]] = {}
     for name, mods in loaded.items():
         own = name.rpartition(".")[2] if name.startswith("heatdeploy.runtime.backends.") else None
-        if own in ENGINES and importlib.util.find_spec(own) is None:
+        if own in ENGINES and not engine_installed(own):
             continue  # a runtime-only install (CI's second venv) has one engine: the other backends cannot import
         hits = sorted({n for m in mods for n in never if (m == n or m.startswith(n + ".")) and n != own} |
                       {m for m in mods if m.startswith("<import failed>")})
