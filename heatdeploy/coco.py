@@ -158,7 +158,7 @@ def oks(det: np.ndarray, gt: np.ndarray, flags: np.ndarray, areas: np.ndarray, b
     d = np.where(none[None, :, None, None], outside, d)
     e = (d ** 2).sum(-1) / var / (np.asarray(areas, np.float64)[None, :, None] + np.spacing(1)) / 2  # [D,G,K]
     use = np.where(none[:, None], True, labelled)[None]  # [1,G,K]
-    return (np.exp(-e) * use).sum(-1) / use.sum(-1)
+    return np.where(use, np.exp(-e), 0.0).sum(-1) / use.sum(-1)  # where: an unlabelled NaN stays out
 
 
 def match(overlaps: np.ndarray, ignore: np.ndarray, crowd: np.ndarray,

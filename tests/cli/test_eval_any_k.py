@@ -178,3 +178,66 @@ def test_coco_without_sigmas_reports_pck_and_says_why_no_ap(k39: dict, tmp_path:
     path = _write_coco(tmp_path / "nos.json", k39, _own_labels(k39), sigmas=False)
     rep = _eval(k39, "--data", path, "--images", k39["images"])
     assert rep["pck@0.05_visible"] == 1.0 and "sigmas" in rep["oks_ap"]
+
+
+def test_coco_eval_of_a_multi_person_paf_model(tmp_path: Path) -> None:
+    """A bottom-up (PAF) model through ONNX Runtime: every person it finds is a detection. Labels = its three
+    people: AP 1; a fourth labelled person it cannot find: precision 1 up to recall 3/4, so AP = 76/101 at every
+    threshold; PCK is not claimed (people are matched by OKS only)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+    from onnx import TensorProto, helper, numpy_helper
+    from test_paf import openpose_spec, openpose_tensor, three_people
+
+    from heatdeploy.exporters.onnx import embed_spec
+    from heatdeploy.runtime import Pipeline
+
+    spec = openpose_spec()
+    nodes = [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=1),
+             helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+             helper.make_node("Add", ["rendered", "nothing"], ["net_output"])]
+    graph = helper.make_graph(
+        nodes, "paf", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 256, 256, 3])],
+        [helper.make_tensor_value_info("net_output", TensorProto.FLOAT, ["N", 64, 64, 57])],
+        [numpy_helper.from_array(openpose_tensor(three_people()).astype(np.float32), "rendered"),
+         numpy_helper.from_array(np.zeros((1,), np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    embed_spec(model, spec)
+    path = tmp_path / "paf.onnx"
+    onnx.save(model, str(path))
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "0.png"), np.zeros((256, 256, 3), np.uint8))
+    pred = Pipeline.load(path).predict([images / "0.png"])
+    slots = np.flatnonzero(pred.instance_scores[0] > 0)
+    assert len(slots) == 3
+    k = spec.num_keypoints
+
+    def write(extra: bool) -> Path:
+        anns = []
+        people = [(pred.keypoints[0, s], pred.present[0, s]) for s in slots]
+        if extra:
+            people.append((np.full((k, 2), 240.0) - np.arange(k)[:, None], np.ones(k, bool)))
+        for kp, found in people:
+            xy = np.where(found[:, None], np.nan_to_num(kp), 0.0)
+            lo, hi = xy[found].min(0), xy[found].max(0)
+            anns.append({"id": len(anns) + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                         "bbox": [*lo.tolist(), *(hi - lo).tolist()], "area": float(np.prod(hi - lo + 1)),
+                         "num_keypoints": int(found.sum()),
+                         "keypoints": np.column_stack([xy, 2 * found]).reshape(-1).tolist()})
+        doc = {"images": [{"id": 1, "file_name": "0.png", "height": 256, "width": 256}], "annotations": anns,
+               "categories": [{"id": 1, "name": "person", "keypoints": list(spec.keypoints), "sigmas": [0.05] * k}]}
+        out = tmp_path / f"coco{int(extra)}.json"
+        out.write_text(json.dumps(doc))
+        return out
+
+    res = _invoke("eval", path, "--data", write(False), "--images", images, "--json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["oks_ap"] == pytest.approx(1.0) and rep["detections"] == 3 and rep["pck"].startswith("n/a")
+    res = _invoke("eval", path, "--data", write(True), "--images", images, "--json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["persons"] == 4 and np.allclose(rep["oks_ap_per_threshold"], 76 / 101, atol=1e-6)
