@@ -23,7 +23,8 @@ SUFFIXES = ("/WithoutBiases",)
 
 
 def sensitive_onnx_nodes(onnx_path: str | Path, spec: Any, source: Any, **options: Any) -> tuple[dict[str, str], str]:
-    """ONNX node -> reason for the nodes the ORT sensitivity pass keeps FP32 on ``source``; and a note.
+    """ONNX node -> reason for the nodes the ORT sensitivity pass (or its search's chosen mix) keeps FP32 on
+    ``source``; and a note.
 
     Goes through the quantizer's result cache, so a bundle whose ``onnx-int8`` was built from the same
     model and data answers without measuring again. ``options`` go to the quantizer (thresholds, budget).
@@ -35,7 +36,15 @@ def sensitive_onnx_nodes(onnx_path: str | Path, spec: Any, source: Any, **option
         report = quantize_onnx_int8(onnx_path, Path(tmp) / "int8.onnx", spec, source, keep_fp32="auto",
                                     **options)
     kept = {row["node"]: report.excluded[row["node"]] for row in report.sensitivity if row["kept_fp32"]}
-    note = (f"ORT per-layer sensitivity ({report.sensitivity_note}; cache: {report.cache}): "
+    # The ORT search's chosen mix too: what ORT needed FP32 to hold the keypoint budget. A pass cut short by
+    # its time budget keeps few layers by threshold (BlazePose on a loaded box: 18 of 119, OpenVINO INT8 then
+    # 1.70 heatmap px), while the search still reverts the untested ones it needs; OpenVINO has no search of
+    # its own, so it takes both.
+    search = report.search or {}
+    found = [n for n in search.get("kept") or [] if n not in kept]
+    kept.update({n: report.excluded.get(n, f"ORT search mix {search.get('chosen')}") for n in found})
+    searched = f"; search {search.get('chosen')}: {len(search.get('kept') or [])} FP32" if search else ""
+    note = (f"ORT per-layer sensitivity ({report.sensitivity_note}{searched}; cache: {report.cache}): "
             f"{len(kept)} ONNX nodes kept float")
     return kept, note
 
