@@ -244,17 +244,22 @@ def find_images(folder: Path) -> list[Path]:
     return found
 
 
+def _stat_mode(path: str | os.PathLike[str]) -> int:
+    """``st_mode`` of a command-line SOURCE, or a SourceError saying it is missing or unreadable."""
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file or folder; pass {_KINDS}") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+
+
 def expand_images(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Files as given; folders expanded (recursively, sorted) to their regular image files."""
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        try:
-            mode = os.stat(p).st_mode
-        except FileNotFoundError:
-            raise SourceError(f"{p}: no such file or folder; pass {_KINDS}") from None
-        except OSError as exc:
-            raise SourceError(f"{p}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+        mode = _stat_mode(p)
         if stat.S_ISDIR(mode):
             found = find_images(p)
             if not found:
@@ -409,12 +414,7 @@ def classify(arg: str) -> str:
         return "url"
     if arg.isdigit():
         return "camera"
-    try:
-        mode = os.stat(arg).st_mode
-    except FileNotFoundError:
-        raise SourceError(f"{arg}: no such file or folder; pass {_KINDS}") from None
-    except OSError as exc:
-        raise SourceError(f"{arg}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+    mode = _stat_mode(arg)
     if stat.S_ISCHR(mode) and os.path.basename(arg).startswith("video"):
         return "camera"
     if stat.S_ISDIR(mode):
