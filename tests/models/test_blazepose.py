@@ -27,11 +27,8 @@ def test_fetch_gives_the_pinned_file(blazepose_tflite: Path) -> None:
     assert not [p for p in blazepose_tflite.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-def test_cached_file_is_reused_without_pip(blazepose_tflite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_pip(*a: object, **k: object) -> None:
-        raise AssertionError("pip must not run when the cached file matches")
-
-    monkeypatch.setattr(subprocess, "run", no_pip)
+@pytest.mark.usefixtures("no_fetch_client")
+def test_cached_file_is_reused_without_pip(blazepose_tflite: Path) -> None:
     assert fetch_blazepose(blazepose_tflite.parent) == blazepose_tflite
 
 
