@@ -176,19 +176,24 @@ def _fresh(template: Path, tmp_path: Path, i: int) -> tuple[Path, Path]:
     return root, outside
 
 
-@pytest.mark.parametrize("change", sorted(CHANGES))
-def test_interrupt_at_every_step(change, template, tmp_path):
-    fn = CHANGES[change]
+def _uninterrupted(fn, template: Path, tmp_path: Path) -> tuple[object, object, int, Path]:
+    """The change run to its end once on a fresh copy: the old and new state, its step count, the copy."""
     old = _state(template)
     root, outside = _fresh(template, tmp_path, -1)
     with pytest.MonkeyPatch.context() as mp:
         steps = _Steps(mp)
         fn(Bundle.load(root), outside)
-    new = _state(root)
+    return old, _state(root), steps.n, root
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_interrupt_at_every_step(change, template, tmp_path):
+    fn = CHANGES[change]
+    old, new, n, root = _uninterrupted(fn, template, tmp_path)
     assert new != old and _leftovers(root) == set()
-    assert steps.n >= 4
+    assert n >= 4
     seen = set()
-    for i in range(steps.n):
+    for i in range(n):
         root, outside = _fresh(template, tmp_path, i)
         with pytest.MonkeyPatch.context() as mp:
             _Steps(mp, i, _interrupt)
@@ -211,14 +216,9 @@ def test_interrupt_at_every_step(change, template, tmp_path):
 def test_sigkill_at_every_step(change, template, tmp_path):
     """Like above, but the process dies on the spot: no finally, no cleanup; the next change cleans."""
     fn = CHANGES[change]
-    old = _state(template)
-    root, outside = _fresh(template, tmp_path, -1)
-    with pytest.MonkeyPatch.context() as mp:
-        steps = _Steps(mp)
-        fn(Bundle.load(root), outside)
-    new = _state(root)
+    old, new, n, _ = _uninterrupted(fn, template, tmp_path)
     dirty = 0
-    for i in range(steps.n):
+    for i in range(n):
         root, outside = _fresh(template, tmp_path, i)
         pid = os.fork()
         if pid == 0:  # the child: run the change and die at step i
