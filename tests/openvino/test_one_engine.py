@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,13 @@ def _run(code: str, hide: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=300)
 
 
+def _run_json(code: str, hide: tuple[str, ...]) -> Any:
+    """Run ``code`` with ``hide`` unimportable; it must succeed, and its last stdout line is JSON."""
+    r = _run(code, hide)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.splitlines()[-1])
+
+
 PICK = ("import json, numpy as np\nfrom heatdeploy.runtime import Pipeline\n"
         "p = Pipeline.load({path!r})\n"
         "pred = p.predict([np.zeros((64, 48, 3), np.uint8)])\n"
@@ -29,23 +37,17 @@ PICK = ("import json, numpy as np\nfrom heatdeploy.runtime import Pipeline\n"
 
 
 def test_openvino_only_box_runs_the_openvino_artifact(tiny_ov_bundle: Path) -> None:
-    r = _run(PICK.format(path=str(tiny_ov_bundle)), hide=("onnxruntime",))
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout.splitlines()[-1])
+    got = _run_json(PICK.format(path=str(tiny_ov_bundle)), hide=("onnxruntime",))
     assert got["artifact"] == "openvino-fp32" and got["backend"] == "openvino"
 
 
 def test_openvino_only_box_runs_an_onnx_only_bundle_through_openvino(tiny_bundle_src: Path) -> None:
-    r = _run(PICK.format(path=str(tiny_bundle_src)), hide=("onnxruntime",))
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout.splitlines()[-1])
+    got = _run_json(PICK.format(path=str(tiny_bundle_src)), hide=("onnxruntime",))
     assert got["artifact"] == "onnx-fp32" and got["backend"] == "openvino"
 
 
 def test_onnxruntime_only_box_keeps_onnx_fp32(tiny_ov_bundle: Path) -> None:
-    r = _run(PICK.format(path=str(tiny_ov_bundle)), hide=("openvino",))
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.splitlines()[-1])["backend"] == "onnxruntime"
+    assert _run_json(PICK.format(path=str(tiny_ov_bundle)), hide=("openvino",))["backend"] == "onnxruntime"
 
 
 def test_no_engine_is_one_line_naming_the_extra(tiny_ov_bundle: Path) -> None:
@@ -89,9 +91,7 @@ def test_openvino_export_stores_an_fp32_reference_and_parity_runs_without_onnxru
             f"r = run_parity({str(tiny_bundle)!r}, 'openvino-int8', reference='openvino-fp32', data='synthetic:8')\n"
             "import sys\nprint(json.dumps({'ref': r.reference.backend, 'cand': r.candidate.backend,"
             " 'images': r.keypoints.images, 'ort': sys.modules.get('onnxruntime') is not None}))\n")
-    r = _run(code, hide=("onnxruntime",))
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.splitlines()[-1])
+    got = _run_json(code, hide=("onnxruntime",))
     assert got == {"ref": "openvino", "cand": "openvino", "images": 8, "ort": False}
 
 
@@ -99,9 +99,7 @@ def test_bench_on_an_openvino_only_box_times_the_openvino_artifacts(tiny_ov_bund
     code = ("import json\nfrom heatdeploy.bench import run_bench\n"
             f"rows = run_bench({str(tiny_ov_bundle)!r}, batches=(1,), threads=(1,), iters=2, warmup=1)\n"
             "print(json.dumps([(r.artifact, r.backend) for r in rows]))\n")
-    r = _run(code, hide=("onnxruntime",))
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout.splitlines()[-1]) == [["openvino-fp32", "openvino"]]
+    assert _run_json(code, hide=("onnxruntime",)) == [["openvino-fp32", "openvino"]]
     r = _run(code, hide=("onnxruntime", "openvino"))
     assert r.returncode != 0 and "no engine installed for its artifacts" in r.stderr
     assert "pip install 'heatdeploy[onnxruntime]'" in r.stderr
@@ -139,7 +137,5 @@ def test_parity_default_reference_runs_on_openvino_when_onnxruntime_is_missing(t
     code = ("import json\nfrom heatdeploy.parity.run import run_parity\n"
             f"r = run_parity({str(tiny_ov_bundle)!r}, 'openvino-fp32', data='synthetic:4', floor=False)\n"
             "print(json.dumps({'ref': [r.reference.name, r.reference.backend], 'passed': r.passed}))\n")
-    r = _run(code, hide=("onnxruntime",))
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.splitlines()[-1])
+    got = _run_json(code, hide=("onnxruntime",))
     assert got == {"ref": ["onnx-fp32", "openvino"], "passed": True}
