@@ -377,8 +377,10 @@ def spec_infer_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model (or .tflite, with the 'tflite' extra)")],
     names: Annotated[str | None, typer.Option("--names", help="comma-separated keypoint names")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the proposal here")] = None,
-    data: Annotated[str | None, typer.Option(help="images to judge logits vs probabilities on (folder, video, "
-                                                   ".npy/.npz); default: random inputs")] = None,
+    data: Annotated[str | None, typer.Option("--data", "--images", help="sample images (folder, video, .npy/.npz): "
+                                             "picks the input normalisation whose outputs look trained (unless "
+                                             "--from or TFLite metadata sets it), then judges logits vs "
+                                             "probabilities under it; default: random inputs")] = None,
     data_size: Annotated[int, typer.Option(help="images used from --data")] = 8,
     preset: Annotated[str | None, typer.Option("--from", help="the trainer family (mmpose, mediapipe, openpose, "
                                                               "trt_pose): sets colour, scaling, mean/std and the "

@@ -6,8 +6,11 @@ that is visible in the graph (shapes) or from one forward pass (value ranges). `
 those guesses and says *why* for each one, so the user reviews a proposal instead of starting from a
 blank file; ``check_spec`` then proves the (possibly edited) spec runs end to end before export.
 
-What the graph cannot tell (colour order, pixel scaling, mean/std, resize mode, decoder) keeps the
-ModelSpec defaults and the notes say so. Only onnx + onnxruntime are used (no torch).
+What the graph cannot tell (colour order, pixel scaling, mean/std, resize mode, decoder) comes from a .tflite's
+own metadata (``NormalizationOptions``), a ``--from`` trainer preset, or, with sample images (``--data``), from
+trying the common normalisations on them and keeping the one whose outputs look trained
+(:mod:`heatdeploy.spec_normalisation`); otherwise the ModelSpec defaults are kept and the notes say so.
+Only onnx + onnxruntime are used (no torch).
 """
 
 from __future__ import annotations
@@ -391,38 +394,56 @@ def infer_spec(path: str | Path, *, keypoint_names: list[str] | None = None, see
                preset: str | None = None) -> tuple[ModelSpec, list[str]]:
     """Propose a ModelSpec for an ONNX (or .tflite, through the 'tflite' extra) model; see :func:`_infer_onnx`.
 
-    ``preset`` (mmpose, mediapipe, openpose) sets what the graph cannot show from the trainer family's rules
-    (:mod:`heatdeploy.spec_presets`).
+    ``preset`` (mmpose, mediapipe, openpose, trt_pose) sets what the graph cannot show from the trainer family's
+    rules (:mod:`heatdeploy.spec_presets`). A .tflite's ``TFLITE_METADATA`` normalisation is used where present.
+    With ``data`` images and neither of those, the normalisation (and, where the images' aspect differs from the
+    input's, letterbox vs stretch) is picked on up to ``data_size`` of them; the notes carry the scores.
     """
+    from heatdeploy.spec_normalisation import tflite_normalisation
+
     path = Path(path)
     kw = {"keypoint_names": keypoint_names, "seed": seed, "data": data, "data_size": data_size, "preset": preset}
     if path.suffix.lower() != ".tflite":
         return _infer_onnx(path, **kw)  # type: ignore[arg-type]
+    meta = tflite_normalisation(path)
     with _tflite_as_onnx(path) as onnx_path:
-        spec, notes = _infer_onnx(onnx_path, **kw)  # type: ignore[arg-type]
-    note = f"read {path.name} through tflite2onnx (names and NHWC layouts as in the .tflite)"
+        spec, notes = _infer_onnx(onnx_path, tflite_meta=meta, **kw)  # type: ignore[arg-type]
+    note = (f"read {path.name} through tflite2onnx (names and NHWC layouts as in the .tflite); "
+            + ("its TFLITE_METADATA gives the input normalisation" if meta else
+               "it carries no TFLite metadata normalisation (NormalizationOptions)"))
     return dataclasses.replace(spec, name=path.stem), [note, *notes]
 
 
-def _data_inputs(data: str | Path, size: int, seed: int, name: str, layout: Layout, h: int, w: int,
-                 c: int) -> list[np.ndarray]:
-    """Real images (a folder, video, .npy/.npz or synthetic:N) through the runtime's preprocess with the
-    proposal's input defaults: logits vs probabilities judged on what the model really sees."""
+def _data_inputs(data: str | Path, size: int, seed: int, inp: InputSpec) -> list[np.ndarray]:
+    """Preprocessed tensors from a .npy/.npz (``--data``), one per run: logits vs probabilities judged on what
+    the model really sees."""
     from heatdeploy.calibration.sources import CalibrationError, open_source
 
-    mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if c == 3 else ((0.449,), (0.226,))
-    probe_spec = ModelSpec(keypoints=("probe",), input=InputSpec(name=name, layout=layout, height=h, width=w,
-                                                                 channels=c, mean=mean, std=std))
     try:
-        batches = list(open_source(probe_spec, str(data), size, seed).batches(1))
+        return list(open_source(ModelSpec(keypoints=("probe",), input=inp), str(data), size, seed).batches(1))
     except CalibrationError as exc:
         raise SpecError(f"--data: {exc}") from None
-    return batches
+
+
+def _detect(path: Path, proto: onnx.ModelProto, probe: dict[str, list[np.ndarray]], h: int, w: int,
+            layout: Layout, keypoint_names: list[str] | None, notes: list[str],
+            seen: str) -> tuple[list[_Out], _Head, list[tuple[_Out, str]]]:
+    """The outputs, the localisation head and the existence candidates (per keypoint first)."""
+    outs = _outputs(proto, probe)
+    head = (_simcc_head(outs, h, w, keypoint_names, notes, seen)
+            or _centre_head(outs, h, w, keypoint_names, notes, seen))
+    if head is None:
+        head = _heatmap_head(path, proto, probe, outs, h, w, layout, keypoint_names, notes, seen)
+        head = _with_landmarks(head, outs, h, w, notes)
+    non_hm = [o for o in outs if o.name not in head.used]
+    ex_cands = [(o, per) for o in non_hm if head.centers is None and (per := _existence_shape(o, head.k)) is not None]
+    ex_cands.sort(key=lambda t: 0 if t[1] == "keypoint" else 1)
+    return outs, head, ex_cands
 
 
 def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, seed: int = 0,
-                data: str | Path | None = None, data_size: int = 8,
-                preset: str | None = None) -> tuple[ModelSpec, list[str]]:
+                data: str | Path | None = None, data_size: int = 8, preset: str | None = None,
+                tflite_meta: dict[str, Any] | None = None) -> tuple[ModelSpec, list[str]]:
     """Propose a ModelSpec for an ONNX model, with one note per guess saying why it was made.
 
     Shapes come from the graph (shape inference when dims are missing, then one probe run); logits vs
@@ -455,23 +476,31 @@ def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, se
     in_dims = value_dims(inp) or []
     layout, h, w, c = _input_layout(in_dims, inp.name, notes)
 
-    images = _data_inputs(data, data_size, seed, inp.name, layout, h, w, c) if data is not None else None
-    probe = _probe(path, proto, inp.name, in_dims, seed, _SAMPLES, images)
-    seen = f"{_SAMPLES} random inputs" if images is None else f"{len(images)} images from {data}"
-    outs = _outputs(proto, probe)
+    mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if c == 3 else ((0.449,), (0.226,))
+    base = InputSpec(name=inp.name, layout=layout, height=h, width=w, channels=c, mean=mean, std=std)
+    fixed: InputSpec | None = None
+    if tflite_meta is not None:
+        from heatdeploy.spec_normalisation import metadata_input
 
-    head = (_simcc_head(outs, h, w, keypoint_names, notes, seen)
-            or _centre_head(outs, h, w, keypoint_names, notes, seen))
-    if head is None:
-        head = _heatmap_head(path, proto, probe, outs, h, w, layout, keypoint_names, notes, seen)
-        head = _with_landmarks(head, outs, h, w, notes)
+        fixed, why = metadata_input(base, tflite_meta)
+        notes.append(why)
+    elif preset is not None:
+        from heatdeploy.spec_presets import preset_input
+
+        fixed = preset_input(preset, base)[0]
+    if data is None:
+        probe = _probe(path, proto, inp.name, in_dims, seed, _SAMPLES)
+        seen = f"{_SAMPLES} random inputs"
+    else:
+        from heatdeploy.spec_normalisation import sample_probe
+
+        probe, seen, fixed = sample_probe(path, proto, base, in_dims, seed, data, data_size, fixed,
+                                          keypoint_names, notes)
+    outs, head, ex_cands = _detect(path, proto, probe, h, w, layout, keypoint_names, notes, seen)
     k, used = head.k, set(head.used)
-    non_hm = [o for o in outs if o.name not in used]
 
     # existence: prefer a per-keypoint head over a per-instance one; everything else is ignored
     existence: ExistenceSpec | None = None
-    ex_cands = [(o, per) for o in non_hm if head.centers is None and (per := _existence_shape(o, k)) is not None]
-    ex_cands.sort(key=lambda t: 0 if t[1] == "keypoint" else 1)
     if ex_cands:
         o, per = ex_cands[0]
         eact, ewhy = _activation(o.values, seen)
@@ -490,14 +519,17 @@ def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, se
     names = tuple(keypoint_names) if keypoint_names is not None else tuple(f"kp{i}" for i in range(k))
     if keypoint_names is None:
         notes.append(f"keypoint names default to kp0..kp{k - 1}; pass --names to set them")
-    mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if c == 3 else ((0.449,), (0.226,))
-    if preset is None:
+    if preset is None and fixed is None:
         notes.append("not in the graph, defaults kept — check them: colour RGB, pixels x 1/255 then ImageNet "
                      f"mean/std {mean}/{std}, letterbox resize, heatmap.align center, decoder dark (sigma 2); "
-                     "--from mmpose|mediapipe|openpose sets them for those trainers")
+                     "--data IMAGES picks the normalisation from sample images; --from "
+                     "mmpose|mediapipe|openpose|trt_pose sets them for those trainers")
+    elif preset is None:
+        notes.append("heatmap.align center and decoder dark (sigma 2) are defaults — check them; --from "
+                     "mmpose|mediapipe|openpose|trt_pose sets them for those trainers")
     spec = ModelSpec(
         keypoints=names,
-        input=InputSpec(name=inp.name, layout=layout, height=h, width=w, channels=c, mean=mean, std=std),
+        input=fixed or base,
         heatmap=head.heatmap,
         existence=existence,
         simcc=head.simcc,
@@ -508,6 +540,10 @@ def _infer_onnx(path: str | Path, *, keypoint_names: list[str] | None = None, se
     if preset is not None:
         spec, preset_notes = apply_preset(spec, preset, {o.name: o.dims for o in outs})
         notes += preset_notes
+        if fixed is not None and tflite_meta is not None:  # the model's own metadata over the family's rule
+            spec = dataclasses.replace(spec, input=dataclasses.replace(
+                fixed, resize=spec.input.resize, pad_value=spec.input.pad_value))
+            notes.append("the TFLite metadata's normalisation is kept over the preset's")
     return spec, notes
 
 

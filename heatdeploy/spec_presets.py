@@ -36,7 +36,7 @@ def preset_keypoints(preset: str | None) -> tuple[str, ...] | None:
     return _BOTTOM_UP[preset][0] if preset in _BOTTOM_UP else None
 
 
-def _input(preset: str, inp: InputSpec) -> tuple[InputSpec, str]:
+def preset_input(preset: str, inp: InputSpec) -> tuple[InputSpec, str]:
     c = inp.channels
     mean, std = _IMAGENET if c == 3 else ((0.449,), (0.226,))
     if preset == "mmpose":
@@ -92,7 +92,7 @@ def apply_preset(spec: ModelSpec, preset: str, outputs: Mapping[str, tuple[int, 
     if preset not in PRESETS:
         raise SpecError(f"--from: unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     notes: list[str] = []
-    inp, why = _input(preset, spec.input)
+    inp, why = preset_input(preset, spec.input)
     notes.append(f"--from {preset}: {why}")
     hm = spec.heatmap
     changes: dict[str, object] = {"input": inp}
