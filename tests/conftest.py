@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+TESTS = Path(__file__).parent
+PRIVATE_CACHE = ("calibration", "openvino")  # folders whose tests write heatdeploy's cache (ORT ranges, ...)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests in PRIVATE_CACHE folders never touch the user's ~/.cache: HEATDEPLOY_CACHE is their tmp_path."""
+    if request.path.relative_to(TESTS).parts[0] in PRIVATE_CACHE:
+        tmp_path = request.getfixturevalue("tmp_path")
+        monkeypatch.setenv("HEATDEPLOY_CACHE", str(tmp_path / "hdcache"))
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +67,21 @@ def runtime_bundle(request: pytest.FixtureRequest) -> Path:
                                     "'heatdeploy export reference --out DIR'")
         return path
     return request.getfixturevalue("random_reference_bundle")
+
+
+@pytest.fixture(scope="session")
+def cli_error_line() -> Callable[..., str]:
+    """Run ``heatdeploy ARGS...``: it must exit 2 printing exactly one ``error:`` line, which is returned."""
+    from typer.testing import CliRunner
+
+    from heatdeploy.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: object) -> str:
+        res = runner.invoke(app, [str(a) for a in args])
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+        return lines[0]
+
+    return run

@@ -4,6 +4,7 @@ split and a COCO keypoints file (OKS AP beside PCK); without labels it refuses i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,15 +20,11 @@ runner = CliRunner()
 K, H, W = 39, 64, 48
 SIGMA = 0.05
 
+ErrorLine = Callable[..., str]  # the cli_error_line fixture (tests/conftest.py)
+
 
 def _invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def _one_error(res) -> str:
-    lines = [ln for ln in res.output.splitlines() if ln.strip()]
-    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 def _build_k39(path: Path) -> Path:
@@ -159,9 +156,9 @@ def test_labelled_split_on_39_keypoints(k39: dict, tmp_path: Path) -> None:
     assert rep["pck@0.05_visible"] == 1.0 and rep["keypoints_visible"] == 4 * K and rep["images"] == 4
 
 
-def test_eval_refuses_without_labels(k39: dict, tmp_path: Path) -> None:
-    assert "--data" in _one_error(_invoke("eval", k39["bundle"]))  # the shipped split is not its truth
-    line = _one_error(_invoke("eval", k39["bundle"], "--data", k39["images"]))  # images, no labels
+def test_eval_refuses_without_labels(cli_error_line: ErrorLine, k39: dict, tmp_path: Path) -> None:
+    assert "--data" in cli_error_line("eval", k39["bundle"])  # the shipped split is not its truth
+    line = cli_error_line("eval", k39["bundle"], "--data", k39["images"])  # images, no labels
     assert "no ground truth" in line and "COCO" in line
     own = _own_labels(k39)
     coco17 = json.loads(_write_coco(tmp_path / "c.json", k39, own).read_text())
@@ -170,7 +167,7 @@ def test_eval_refuses_without_labels(k39: dict, tmp_path: Path) -> None:
     coco17["categories"][0]["keypoints"] = coco17["categories"][0]["keypoints"][:17]
     del coco17["categories"][0]["sigmas"]
     (tmp_path / "c17.json").write_text(json.dumps(coco17))
-    line = _one_error(_invoke("eval", k39["bundle"], "--data", tmp_path / "c17.json", "--images", k39["images"]))
+    line = cli_error_line("eval", k39["bundle"], "--data", tmp_path / "c17.json", "--images", k39["images"])
     assert "17 keypoints, the model 39" in line
 
 

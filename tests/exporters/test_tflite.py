@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,15 +47,11 @@ def _direct(tflite: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     runs = [{k.get_any_name(): v for k, v in cm(x[i:i + 1]).items()} for i in range(len(x))]
     return {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
 
+ErrorLine = Callable[..., str]  # the cli_error_line fixture (tests/conftest.py)
+
 
 def _invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def _error_line(res) -> str:
-    lines = [ln for ln in res.output.splitlines() if ln.strip()]
-    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 def test_cli_openvino_bundle_matches_direct_openvino(blazepose_tflite: Path, spec_file: Path, tmp_path: Path,
@@ -93,30 +90,30 @@ def test_tflite_to_openvino_fp16_file(blazepose_tflite: Path, tmp_path: Path, fr
     assert np.abs(got["Identity"] - want["Identity"])[0].reshape(39, 5)[:33, :2].max() < 1.0  # px
 
 
-def test_missing_spec_is_one_line(blazepose_tflite: Path, tmp_path: Path) -> None:
-    line = _error_line(_invoke("export", blazepose_tflite, "--format", "openvino", "--out", tmp_path / "b"))
+def test_missing_spec_is_one_line(cli_error_line: ErrorLine, blazepose_tflite: Path, tmp_path: Path) -> None:
+    line = cli_error_line("export", blazepose_tflite, "--format", "openvino", "--out", tmp_path / "b")
     assert str(blazepose_tflite) in line and "--spec" in line and "heatdeploy spec infer" in line
     assert not (tmp_path / "b").exists()
 
 
-def test_not_a_tflite_fails_clearly(spec_file: Path, tmp_path: Path) -> None:
+def test_not_a_tflite_fails_clearly(cli_error_line: ErrorLine, spec_file: Path, tmp_path: Path) -> None:
     fake = tmp_path / "model.tflite"
     fake.write_bytes(b"PK\x03\x04 this is a zip, not a flatbuffer")
     for fmt in ("openvino", "onnx"):
-        line = _error_line(_invoke("export", fake, "--spec", spec_file, "--format", fmt, "--out", tmp_path / "b"))
+        line = cli_error_line("export", fake, "--spec", spec_file, "--format", fmt, "--out", tmp_path / "b")
         assert str(fake) in line and "not a TFLite model" in line
     with pytest.raises(TfliteError, match="not a TFLite model"):
         tflite_to_openvino(fake, tmp_path / "x.xml")
-    line = _error_line(_invoke("export", tmp_path / "none.tflite", "--spec", spec_file, "--out", tmp_path / "b"))
+    line = cli_error_line("export", tmp_path / "none.tflite", "--spec", spec_file, "--out", tmp_path / "b")
     assert "no such .tflite file" in line
     assert not (tmp_path / "b").exists()
 
 
-def test_missing_converter_names_the_extra(blazepose_tflite: Path, spec_file: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_converter_names_the_extra(cli_error_line: ErrorLine, blazepose_tflite: Path, spec_file: Path,
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tflite2onnx", None)  # import fails as if not installed
-    line = _error_line(_invoke("export", blazepose_tflite, "--spec", spec_file, "--format", "onnx",
-                               "--out", tmp_path / "b"))
+    line = cli_error_line("export", blazepose_tflite, "--spec", spec_file, "--format", "onnx",
+                          "--out", tmp_path / "b")
     assert line == (f"error: {blazepose_tflite}: converting TFLite to ONNX needs the 'tflite' extra: pip install "
                     "'heatdeploy[tflite]' (or use --format openvino, which reads .tflite directly)")
     assert not (tmp_path / "b").exists()
