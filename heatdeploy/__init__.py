@@ -1,8 +1,8 @@
 """heatdeploy: deploy heatmap keypoint models with existence heads to edge engines, with parity proof.
 
-The library API mirrors the CLI: ``heatdeploy.export``, ``heatdeploy.calibrate``, ``heatdeploy.parity`` and
-``heatdeploy.evaluate`` (see :mod:`heatdeploy.api`), plus ``heatdeploy.runtime.Pipeline``. They load on first
-use, so ``import heatdeploy`` stays as light as the runtime needs.
+The library API mirrors the CLI: ``heatdeploy.export``, ``heatdeploy.calibrate``, ``heatdeploy.add``,
+``heatdeploy.parity`` and ``heatdeploy.evaluate`` (see :mod:`heatdeploy.api`), plus ``heatdeploy.runtime.Pipeline``.
+They load on first use, so ``import heatdeploy`` stays as light as the runtime needs.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import types
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "export", "calibrate", "parity", "evaluate"]
-_API = ("export", "calibrate", "parity", "evaluate")
+__all__ = ["__version__", "export", "calibrate", "add", "parity", "evaluate"]
+_API = ("export", "calibrate", "add", "parity", "evaluate")
 
 
 class ApiModule(types.ModuleType):

@@ -1,4 +1,4 @@
-"""The library API the CLI is a face of: export, calibrate, parity, evaluate.
+"""The library API the CLI is a face of: export, calibrate, add, parity, evaluate.
 
 Each function mirrors its ``heatdeploy`` command's options and returns what the command prints, so a script
 or notebook gets the same behaviour without parsing output. Long steps report through :class:`Hooks`
@@ -331,6 +331,117 @@ def add_int8(bundle: str | Path, calib: str | Int8Options | None, *, hooks: Hook
                                     progress=hooks.log)
     hooks.log(f"INT8 artifact {art.name}: {report.summary()}")
     return report
+
+
+# --- add: another artifact into an existing bundle -----------------------------------------------------
+ADD_FORMATS = ("onnx", "openvino")
+STOCK_ARTIFACTS = {"onnx": "onnx-int8-stock", "openvino": "openvino-int8-stock"}
+
+
+def add(bundle: str | Path, *, format: str | None = None, precision: str | None = None,
+        calib: str | None = None, stock: bool = False, calib_method: str = "auto", calib_size: int | None = None,
+        seed: int = 0, keep_fp32: str = "auto", preset: str = "mixed", accuracy_control: float | None = None,
+        budget_s: float = 300.0, replace: bool = False, hooks: Hooks = QUIET) -> ExportResult:
+    """``heatdeploy add``: put another artifact into an existing bundle; every artifact already there stays.
+
+    ``format`` onnx | openvino with ``precision`` (onnx: int8; openvino: fp32, fp16, bf16, int8; INT8 needs
+    ``calib``), made from the bundle's ``onnx-fp32`` by heatdeploy's recipe. ``stock``: the stock INT8
+    baselines instead, for comparison on the same calibration data: ORT ``quantize_static`` defaults
+    (``onnx-int8-stock``) and ``nncf.quantize`` defaults (``openvino-int8-stock``); ``format`` picks one, left out
+    both (OpenVINO's only where openvino and nncf are installed). An artifact the bundle already has is refused
+    unless ``replace``. Each artifact is its own bundle transaction (:meth:`heatdeploy.bundle.Bundle.change`):
+    a failure keeps the bundle as it was. Returns made (new artifacts) and kept (those already there).
+    """
+    from heatdeploy.bundle import Bundle
+
+    root = Path(bundle)
+    steps = _add_steps(format, precision, calib, stock, hooks)
+    before = [a.name for a in Bundle.load(root, verify=False).artifacts]  # refuses a folder that is not a bundle
+    have = [name for name, _ in steps if name in before]
+    if have and not replace:
+        raise InputError(f"{root}: already has {', '.join(have)}; pass --replace to rebuild it")
+    int8 = Int8Options(calib=calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
+                       preset=preset, accuracy_control=accuracy_control, budget_s=budget_s)
+    made: list[str] = []
+    for name, step in steps:
+        step(root, int8)
+        made.append(name)
+    after = [a.name for a in Bundle.load(root, verify=False).artifacts]
+    made += [n for n in after if n not in before and n not in made]  # e.g. openvino-fp32 beside openvino-int8
+    lost = [n for n in before if n not in after]
+    if lost:  # the transactions never drop an artifact; a concurrent change could
+        hooks.log(f"no longer in the bundle (removed by another change meanwhile): {', '.join(lost)}")
+    return ExportResult(root, made=made, kept=[n for n in before if n not in made and n in after])
+
+
+AddStep = Callable[[Path, Int8Options], Any]
+
+
+def _add_steps(format: str | None, precision: str | None, calib: str | None, stock: bool,
+               hooks: Hooks) -> list[tuple[str, AddStep]]:
+    """(artifact name, step) for what ``add`` was asked; every bad combination refused before any work."""
+    if format is not None and format not in ADD_FORMATS:
+        hint = ("; a TensorRT engine is built on its device: 'heatdeploy export MODEL --format tensorrt' then "
+                "'heatdeploy build-engine'" if format == "tensorrt" else "")
+        raise InputError(f"--format {format}: choose onnx or openvino{hint}")
+    if stock:
+        if precision not in (None, "int8"):
+            raise InputError(f"--precision {precision}: the --stock baselines are INT8; leave --precision out")
+        if calib is None:
+            raise InputError("--stock needs --calib DATA (the data the bundle's own INT8 was calibrated on, so "
+                             "only the recipe differs)")
+        engines = [format] if format is not None else [e for e in ADD_FORMATS if _engine_here(e, hooks)]
+        return [(STOCK_ARTIFACTS[e], _stock_step(e, hooks)) for e in engines]
+    if format is None:
+        raise InputError("--format: choose onnx or openvino (or pass --stock for the stock INT8 baselines)")
+    precision = precision or ("int8" if format == "onnx" else "fp32")
+    if format == "onnx" and precision == "fp32":
+        raise InputError("--format onnx --precision fp32: that is the exported model itself; 'heatdeploy export "
+                         "MODEL --out BUNDLE' writes it (and keeps the bundle's artifacts of the same model)")
+    if precision not in FORMATS[format]:
+        choices = [p for p in FORMATS[format] if (format, p) != ("onnx", "fp32")]
+        raise InputError(f"--precision {precision}: choose one of {', '.join(choices)} for {format}")
+    if precision == "int8" and calib is None:
+        raise InputError("--precision int8 needs --calib DATA (an image folder, video, .npy or synthetic)")
+    if format == "onnx":
+        return [("onnx-int8", lambda root, opts: add_int8(root, opts, hooks=hooks))]
+
+    def openvino(root: Path, opts: Int8Options) -> Any:
+        from heatdeploy.exporters.openvino import add_openvino_artifact, summary_line
+
+        with hooks.status(f"OpenVINO {precision} export"):
+            art = add_openvino_artifact(root, precision, calib=opts.calib, calib_size=opts.calib_size,
+                                        seed=opts.seed, preset=opts.preset, accuracy_control=opts.accuracy_control,
+                                        keep_fp32=opts.keep_list())
+        hooks.log(summary_line(art))
+        return art
+
+    return [(f"openvino-{precision}", openvino)]
+
+
+def _stock_step(engine: str, hooks: Hooks) -> AddStep:
+    def step(root: Path, opts: Int8Options) -> Any:
+        from heatdeploy.calibration import stock
+
+        make = stock.add_stock_int8 if engine == "onnx" else stock.add_stock_nncf
+        recipe = "onnxruntime quantize_static" if engine == "onnx" else "nncf.quantize"
+        with hooks.status(f"stock INT8 ({recipe} defaults) on {opts.calib}"):
+            art = make(root, opts.calib or "synthetic:128", calib_size=opts.calib_size, seed=opts.seed)
+        hooks.log(f"stock baseline {art.name}: {recipe} defaults, {art.size / 1e6:.2f} MB")
+        return art
+
+    return step
+
+
+def _engine_here(engine: str, hooks: Hooks) -> bool:
+    """Can this machine build ``engine``'s stock baseline? (ORT always; OpenVINO's needs openvino and nncf.)"""
+    import importlib.util
+
+    if engine == "onnx" or all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf")):
+        return True
+    hooks.log(f"{STOCK_ARTIFACTS[engine]} skipped: openvino and nncf are not installed "
+              "(pip install 'heatdeploy[openvino]')")
+    return False
 
 
 # --- parity ------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Exit codes (for CI): 0 ok, 1 a gate failed (parity out of tolerance), 2 bad input or usage, 3 internal error,
 130 interrupted. The app, its error path and hooks are in :mod:`heatdeploy.cli_base`; bench, devices,
-build-engine and training in :mod:`heatdeploy.cli_device`.
+build-engine and training in :mod:`heatdeploy.cli_device`; add in :mod:`heatdeploy.cli_add`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def export(
     """Export MODEL to a bundle: manifest.json + model.onnx (+ model.int8.onnx) + sha256 of each file.
 
     Over an existing bundle, its other artifacts are kept while they belong to the same model (stale ones are
-    listed as dropped); a file or a non-empty folder that is not a bundle is refused unless --force.
+    listed as dropped); a file or a non-empty folder that is not a bundle is refused unless --force. To put
+    another artifact (or the --stock INT8 baselines) into a bundle without rewriting it: 'heatdeploy add'.
 
     Examples:
 
@@ -456,7 +457,10 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="output folder")]
         raise typer.Exit(code)
 
 
-from heatdeploy import cli_device  # noqa: E402,F401 - registers bench, devices, build-engine, train-reference
+from heatdeploy import (  # noqa: E402,F401 - registers their commands on the app
+    cli_add,  # add
+    cli_device,  # bench, devices, build-engine, train-reference
+)
 
 _guard_all(app)
 

@@ -29,6 +29,7 @@ def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from heatdeploy.bundle import Bundle
+    from heatdeploy.calibration.collect import rebatch
     from heatdeploy.calibration.sources import open_source
     from heatdeploy.fsutil import working_dir
 
@@ -36,10 +37,11 @@ def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
     fp32 = bundle.artifact(format="onnx", precision="fp32")
     source = open_source(bundle.spec, calib, calib_size, seed, 10)
     name = bundle.spec.input.name
+    static = _static_batch(bundle.path_of(fp32), name)  # tf2onnx writes batch 1: feed exactly that
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter(source.batches(batch))
+            self.it = iter(rebatch(source.batches(static or batch), static))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self.it, None)
@@ -60,6 +62,15 @@ def add_stock_int8(bundle_dir: str | Path, calib: str = "synthetic:128", *, cali
                               notes={"source_artifact": fp32.name, "recipe": "onnxruntime quantize_static defaults "
                                      "after quant_pre_process", "calibration": source.record()})
     return art
+
+
+def _static_batch(onnx_path: Path, input_name: str) -> int | None:
+    """The batch size the graph's input hard-codes, or None when it is dynamic."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    dims = next((i.type.tensor_type.shape.dim for i in model.graph.input if i.name == input_name), None)
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
 
 
 NNCF_STOCK_NAME = "openvino-int8-stock"
