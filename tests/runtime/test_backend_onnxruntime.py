@@ -163,7 +163,7 @@ def test_bad_options_are_rejected(model_path: Path, options: dict, match: str) -
 
 def test_bad_feeds_raise_backend_error(model_path: Path) -> None:
     be = backend_mod.load(model_path, {})
-    with pytest.raises(BackendError, match="missing \\['image'\\]"):
+    with pytest.raises(BackendError, match="inputs \\['image'\\]; missing \\['image'\\], unknown \\['input'\\]"):
         be.infer({"input": np.zeros((1, 3, 8, 8), np.float32)})
     with pytest.raises(BackendError, match="failed to run"):
         be.infer({"image": np.zeros((1, 3, 9, 8), np.float32)})

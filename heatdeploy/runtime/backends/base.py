@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -104,6 +105,15 @@ def _module(name: str) -> Any:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BackendError(f"backend {name!r}: its engine is installed but does not import ({first}); reinstall "
                            f"it ({extra_hint(name)}) or check its native libraries") from None
+
+
+def check_feed_names(path: str, feeds: Mapping[str, Any], input_names: Sequence[str], what: str = "model") -> None:
+    """``feeds`` must name exactly ``input_names``; else one BackendError listing the missing and unknown names."""
+    missing = [n for n in input_names if n not in feeds]
+    unknown = [n for n in feeds if n not in input_names]
+    if missing or unknown:
+        raise BackendError(f"{path}: feeds must name exactly the {what} inputs {input_names}; "
+                           f"missing {missing}, unknown {unknown}")
 
 
 def fixed_batch(backend: Backend, name: str) -> int | None:

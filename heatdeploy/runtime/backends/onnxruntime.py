@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from heatdeploy.errortext import first_line
-from heatdeploy.runtime.backends.base import BackendError
+from heatdeploy.runtime.backends.base import BackendError, check_feed_names
 from heatdeploy.spec import METADATA_KEY, ModelSpec
 
 _OPTIMIZATION = {
@@ -81,13 +81,7 @@ class OnnxRuntimeBackend:
         return dict(zip(self.output_names, results, strict=True))
 
     def _prepare(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self.input_names if n not in feeds]
-        unknown = [n for n in feeds if n not in self.input_shapes]
-        if missing or unknown:
-            raise BackendError(
-                f"{self.path}: feeds must name exactly the model inputs {self.input_names}; "
-                f"missing {missing}, unknown {unknown}"
-            )
+        check_feed_names(self.path, feeds, self.input_names)
         out = {}
         for name in self.input_names:
             dtype = _DTYPES.get(self.input_types[name])

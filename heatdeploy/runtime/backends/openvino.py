@@ -26,7 +26,7 @@ import numpy as np
 import openvino as ov
 
 from heatdeploy.errortext import cause_line
-from heatdeploy.runtime.backends.base import BackendError
+from heatdeploy.runtime.backends.base import BackendError, check_feed_names
 from heatdeploy.spec import METADATA_KEY, ModelSpec
 
 RT_SECTION = "heatdeploy"  # rt_info section written by heatdeploy.exporters.openvino
@@ -153,11 +153,7 @@ class OpenVinoBackend:
         return results  # type: ignore[return-value]
 
     def _prepare(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self.input_names if n not in feeds]
-        unknown = [n for n in feeds if n not in self.input_shapes]
-        if missing or unknown:
-            raise BackendError(f"{self.path}: feeds must name exactly the model inputs {self.input_names}; "
-                               f"missing {missing}, unknown {unknown}")
+        check_feed_names(self.path, feeds, self.input_names)
         return {n: np.ascontiguousarray(np.asarray(feeds[n]).astype(self.input_types[n], copy=False))
                 for n in self.input_names}
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 
 from heatdeploy.errortext import first_line
-from heatdeploy.runtime.backends.base import BackendError
+from heatdeploy.runtime.backends.base import BackendError, check_feed_names
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -407,11 +407,7 @@ class TensorRTBackend:
 
     # running ---------------------------------------------------------------------------------------------
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [n for n in self.input_names if n not in feeds]
-        unknown = [n for n in feeds if n not in self.input_names]
-        if missing or unknown:
-            raise BackendError(f"{self.path}: feeds must name exactly the engine inputs {self.input_names}; "
-                               f"missing {missing}, unknown {unknown}")
+        check_feed_names(self.path, feeds, self.input_names, "engine")
         arrays = {n: np.ascontiguousarray(np.asarray(feeds[n]), dtype=self.dtypes[n]) for n in self.input_names}
         batch = {a.shape[0] for a in arrays.values() if a.ndim}
         limit = self.max_batch()
