@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,25 +10,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from calib_helpers import build_tiny_model
 
-HERE = Path(__file__).parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-from calib_helpers import build_tiny_model  # noqa: E402
-
-from heatdeploy.calibration import collect as collect_mod  # noqa: E402
-from heatdeploy.calibration import quantize as quant_mod  # noqa: E402
-from heatdeploy.calibration.collect import CalibOptions, collect_ranges  # noqa: E402
-from heatdeploy.calibration.graph import (  # noqa: E402
+from heatdeploy.calibration import collect as collect_mod
+from heatdeploy.calibration import quantize as quant_mod
+from heatdeploy.calibration.collect import CalibOptions, collect_ranges
+from heatdeploy.calibration.graph import (
     PASS_THROUGH_OPS,
     float_islands,
     output_tails,
     saturating_nodes,
 )
-from heatdeploy.calibration.quantize import quantize_onnx_int8  # noqa: E402
-from heatdeploy.calibration.ranges import extract_ranges  # noqa: E402
-from heatdeploy.calibration.sources import CalibrationError, ImageFolderSource, open_source  # noqa: E402
-from heatdeploy.spec import METADATA_KEY, ModelSpec  # noqa: E402
+from heatdeploy.calibration.quantize import quantize_onnx_int8
+from heatdeploy.calibration.ranges import extract_ranges
+from heatdeploy.calibration.sources import CalibrationError, ImageFolderSource, open_source
+from heatdeploy.spec import METADATA_KEY, ModelSpec
 
 FAST = {"method": "minmax", "keep_fp32": "base", "use_cache": False}
 

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import logging
-import sys
 import types
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from calib_helpers import H, W, write_images
 
-HERE = Path(__file__).parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-from calib_helpers import H, W, write_images  # noqa: E402
-
-from heatdeploy.calibration import sources as src_mod  # noqa: E402
-from heatdeploy.calibration.sources import (  # noqa: E402
+from heatdeploy.calibration import sources as src_mod
+from heatdeploy.calibration.sources import (
     ArraySource,
     CalibrationError,
     ImageFolderSource,
@@ -25,8 +20,8 @@ from heatdeploy.calibration.sources import (  # noqa: E402
     VideoSource,
     open_source,
 )
-from heatdeploy.runtime.preprocess import Preprocessor, load_image  # noqa: E402
-from heatdeploy.spec import ModelSpec  # noqa: E402
+from heatdeploy.runtime.preprocess import Preprocessor, load_image
+from heatdeploy.spec import ModelSpec
 
 
 def _all(source: src_mod.CalibrationSource, batch: int = 4) -> np.ndarray:
