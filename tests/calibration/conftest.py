@@ -15,12 +15,6 @@ from calib_helpers import build_tiny_model, tiny_spec, write_images  # noqa: E40
 from heatdeploy.spec import ModelSpec  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch the user's ~/.cache from tests."""
-    monkeypatch.setenv("HEATDEPLOY_CACHE", str(tmp_path / "hdcache"))
-
-
 @pytest.fixture()
 def spec() -> ModelSpec:
     return tiny_spec()

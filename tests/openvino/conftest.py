@@ -13,12 +13,6 @@ if str(HERE) not in sys.path:  # the helper is imported by name whatever pytest'
 from ov_helpers import copy_bundle, make_tiny_bundle  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch the user's ~/.cache from tests (the ORT quantizer caches ranges there)."""
-    monkeypatch.setenv("HEATDEPLOY_CACHE", str(tmp_path / "hdcache"))
-
-
 @pytest.fixture(scope="session")
 def tiny_bundle_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("onnx", reason="building the tiny model needs onnx")
