@@ -17,7 +17,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from heatdeploy.cli_base import METHOD_HELP, _fail, _guard_all, _hooks, _progress, app, cli_errors, console
+from heatdeploy.cli_base import (
+    METHOD_HELP,
+    AccuracyControlOption,
+    CalibMethodOption,
+    CalibOption,
+    CalibSizeOption,
+    KeepFp32Option,
+    PresetOption,
+    SeedOption,
+    _fail,
+    _guard_all,
+    _hooks,
+    _progress,
+    app,
+    cli_errors,
+    console,
+)
 
 __all__ = ["app"]
 
@@ -48,16 +64,13 @@ def export(
                                                 "--format tensorrt also fp16")] = "fp32",
     device: Annotated[str | None, typer.Option(help="device profile name or TOML (see 'heatdeploy devices')")]
     = None,
-    calib: Annotated[str | None, typer.Option(help="INT8 calibration data: image folder, video, .npy/.npz, "
-                                                   "or synthetic[:N]")] = None,
-    calib_method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
-    calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N calibration samples")] = None,
-    seed: Annotated[int, typer.Option(help="calibration subset seed")] = 0,
-    keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,... (ONNX node names; IR op "
-                                                "names for --format openvino)")] = "auto",
-    preset: Annotated[str, typer.Option(help="OpenVINO/NNCF INT8 preset: mixed | performance")] = "mixed",
-    accuracy_control: Annotated[float | None, typer.Option(
-        help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")] = None,
+    calib: CalibOption = None,
+    calib_method: CalibMethodOption = "auto",
+    calib_size: CalibSizeOption = None,
+    seed: SeedOption = 0,
+    keep_fp32: KeepFp32Option = "auto",
+    preset: PresetOption = "mixed",
+    accuracy_control: AccuracyControlOption = None,
     force: Annotated[bool, typer.Option(help="replace --out even when it is a file or a folder that is not a "
                                              "heatdeploy bundle")] = False,
     budget_s: Annotated[float, typer.Option(help=BUDGET_HELP)] = 300.0,

@@ -11,7 +11,19 @@ from typing import Annotated
 
 import typer
 
-from heatdeploy.cli_base import METHOD_HELP, _hooks, app, cli_errors, console
+from heatdeploy.cli_base import (
+    AccuracyControlOption,
+    CalibMethodOption,
+    CalibOption,
+    CalibSizeOption,
+    KeepFp32Option,
+    PresetOption,
+    SeedOption,
+    _hooks,
+    app,
+    cli_errors,
+    console,
+)
 
 
 @app.command()
@@ -22,19 +34,16 @@ def add(
                                                                 "engine's baseline; default both)")] = None,
     precision: Annotated[str | None, typer.Option(help="onnx: int8; openvino: fp32 | fp16 | bf16 | int8 "
                                                        "(default int8 for onnx, fp32 for openvino)")] = None,
-    calib: Annotated[str | None, typer.Option(help="INT8 calibration data: image folder, video, .npy/.npz, "
-                                                   "or synthetic[:N]")] = None,
+    calib: CalibOption = None,
     stock: Annotated[bool, typer.Option("--stock", help="add the stock INT8 baselines instead: ORT "
                                                         "quantize_static defaults (onnx-int8-stock), nncf.quantize "
                                                         "defaults (openvino-int8-stock)")] = False,
-    calib_method: Annotated[str, typer.Option(help=METHOD_HELP)] = "auto",
-    calib_size: Annotated[int | None, typer.Option(help="seeded random subset of N calibration samples")] = None,
-    seed: Annotated[int, typer.Option(help="calibration subset seed")] = 0,
-    keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,... (ONNX node names; IR op "
-                                                "names for --format openvino)")] = "auto",
-    preset: Annotated[str, typer.Option(help="OpenVINO/NNCF INT8 preset: mixed | performance")] = "mixed",
-    accuracy_control: Annotated[float | None, typer.Option(
-        help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")] = None,
+    calib_method: CalibMethodOption = "auto",
+    calib_size: CalibSizeOption = None,
+    seed: SeedOption = 0,
+    keep_fp32: KeepFp32Option = "auto",
+    preset: PresetOption = "mixed",
+    accuracy_control: AccuracyControlOption = None,
     budget_s: Annotated[float, typer.Option(help="INT8 (ORT): seconds for the sensitivity pass plus the mix "
                                                  "search")] = 300.0,
     replace: Annotated[bool, typer.Option("--replace", help="rebuild an artifact the bundle already has")] = False,

@@ -62,6 +62,18 @@ def main(
 METHOD_HELP = "auto (minmax or mean_minmax, whichever is closer to FP32) | minmax | mean_minmax | entropy | " \
               "percentile | distribution"
 
+# The INT8 options 'export' and 'add' share: one definition, so both commands say the same thing.
+CalibOption = Annotated[str | None, typer.Option(help="INT8 calibration data: image folder, video, .npy/.npz, "
+                                                      "or synthetic[:N]")]
+CalibMethodOption = Annotated[str, typer.Option(help=METHOD_HELP)]
+CalibSizeOption = Annotated[int | None, typer.Option(help="seeded random subset of N calibration samples")]
+SeedOption = Annotated[int, typer.Option(help="calibration subset seed")]
+KeepFp32Option = Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,... (ONNX node names; IR op "
+                                                  "names for --format openvino)")]
+PresetOption = Annotated[str, typer.Option(help="OpenVINO/NNCF INT8 preset: mixed | performance")]
+AccuracyControlOption = Annotated[float | None, typer.Option(
+    help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")]
+
 
 def _fail(msg: str, code: int = EXIT_INPUT) -> typer.Exit:
     """Print ``error: msg`` on stderr (one line) and return the Exit to raise."""
