@@ -9,7 +9,9 @@ the right preprocessing puts the coloured blobs at ``t_k``; any other one leaves
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -133,6 +135,14 @@ def test_a_preset_fixes_the_normalisation(tmp_path: Path) -> None:
 
 # --- TFLite metadata ---------------------------------------------------------------------------------
 
+def _fb_vector(b: Any, prepend: Callable[[Any], None], items: Sequence[Any]) -> int:
+    """A flatbuffer vector of 4-byte elements (float32, int32 or table offsets), written back to front."""
+    b.StartVector(4, len(items), 4)
+    for it in reversed(items):
+        prepend(it)
+    return b.EndVector()
+
+
 def _metadata_flatbuffer(mean: list[float], std: list[float], rgb: bool = True) -> bytes:
     """A TFLite Support ModelMetadata with one input: ImageProperties(RGB) and NormalizationOptions."""
     import flatbuffers
@@ -140,16 +150,10 @@ def _metadata_flatbuffer(mean: list[float], std: list[float], rgb: bool = True) 
     b = flatbuffers.Builder(256)
 
     def floats(vals: list[float]) -> int:
-        b.StartVector(4, len(vals), 4)
-        for v in reversed(vals):
-            b.PrependFloat32(v)
-        return b.EndVector()
+        return _fb_vector(b, b.PrependFloat32, vals)
 
     def table_vector(items: list[int]) -> int:
-        b.StartVector(4, len(items), 4)
-        for it in reversed(items):
-            b.PrependUOffsetTRelative(it)
-        return b.EndVector()
+        return _fb_vector(b, b.PrependUOffsetTRelative, items)
 
     m, s = floats(mean), floats(std)
     b.StartObject(2)
@@ -196,16 +200,10 @@ def build_tflite(path: Path, metadata: bytes | None) -> Path:
     b = flatbuffers.Builder(1024)
 
     def vec_i32(vals: list[int]) -> int:
-        b.StartVector(4, len(vals), 4)
-        for v in reversed(vals):
-            b.PrependInt32(v)
-        return b.EndVector()
+        return _fb_vector(b, b.PrependInt32, vals)
 
     def vec_off(items: list[int]) -> int:
-        b.StartVector(4, len(items), 4)
-        for it in reversed(items):
-            b.PrependUOffsetTRelative(it)
-        return b.EndVector()
+        return _fb_vector(b, b.PrependUOffsetTRelative, items)
 
     buffers = []
     for data in ([b""] + ([metadata] if metadata else [])):
