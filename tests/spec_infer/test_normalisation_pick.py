@@ -155,39 +155,27 @@ def _metadata_flatbuffer(mean: list[float], std: list[float], rgb: bool = True) 
     def table_vector(items: list[int]) -> int:
         return _fb_vector(b, b.PrependUOffsetTRelative, items)
 
+    def table(n_fields: int, *slots: tuple[str, int, int]) -> int:
+        """One table: ``(kind, slot, value)`` with kind o (offset), u8 or i8, prepended in order."""
+        prepend = {"o": b.PrependUOffsetTRelativeSlot, "u8": b.PrependUint8Slot, "i8": b.PrependInt8Slot}
+        b.StartObject(n_fields)
+        for kind, slot, value in slots:
+            prepend[kind](slot, value, 0)
+        return b.EndObject()
+
     m, s = floats(mean), floats(std)
-    b.StartObject(2)
-    b.PrependUOffsetTRelativeSlot(0, m, 0)
-    b.PrependUOffsetTRelativeSlot(1, s, 0)
-    norm = b.EndObject()
-    b.StartObject(2)
-    b.PrependUint8Slot(0, 1, 0)  # NormalizationOptions
-    b.PrependUOffsetTRelativeSlot(1, norm, 0)
-    unit = b.EndObject()
-    b.StartObject(2)
-    b.PrependInt8Slot(0, 1 if rgb else 2, 0)
-    props = b.EndObject()
-    b.StartObject(3)
-    b.PrependUint8Slot(0, 2, 0)  # ImageProperties
-    b.PrependUOffsetTRelativeSlot(1, props, 0)
-    content = b.EndObject()
+    norm = table(2, ("o", 0, m), ("o", 1, s))
+    unit = table(2, ("u8", 0, 1), ("o", 1, norm))  # NormalizationOptions
+    props = table(2, ("i8", 0, 1 if rgb else 2))
+    content = table(3, ("u8", 0, 2), ("o", 1, props))  # ImageProperties
     units = table_vector([unit])
     name = b.CreateString("image")
-    b.StartObject(7)
-    b.PrependUOffsetTRelativeSlot(0, name, 0)
-    b.PrependUOffsetTRelativeSlot(3, content, 0)
-    b.PrependUOffsetTRelativeSlot(4, units, 0)
-    tensor = b.EndObject()
+    tensor = table(7, ("o", 0, name), ("o", 3, content), ("o", 4, units))
     tensors = table_vector([tensor])
-    b.StartObject(9)
-    b.PrependUOffsetTRelativeSlot(2, tensors, 0)
-    sub = b.EndObject()
+    sub = table(9, ("o", 2, tensors))
     subs = table_vector([sub])
     model_name = b.CreateString("tiny pooled detector")
-    b.StartObject(8)
-    b.PrependUOffsetTRelativeSlot(0, model_name, 0)
-    b.PrependUOffsetTRelativeSlot(3, subs, 0)
-    root = b.EndObject()
+    root = table(8, ("o", 0, model_name), ("o", 3, subs))
     b.Finish(root, file_identifier=b"M001")
     return bytes(b.Output())
 
