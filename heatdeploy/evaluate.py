@@ -29,9 +29,14 @@ def eval_dataset(spec: ModelSpec, data: Dataset | Any | str | os.PathLike[str] |
             raise DataError(f"{data.source}: no ground truth to evaluate against; pass a labelled split")
         return data
     if hasattr(data, "files") and hasattr(data, "keypoints"):  # models.evalset.LabelledSet
-        from heatdeploy.models.evalset import EVAL_DIR
+        from heatdeploy.models import evalset
+        from heatdeploy.refdata import ReferenceDataMissing
 
-        if Path(data.root).resolve() == EVAL_DIR.resolve() and not is_reference(spec):
+        try:
+            shipped = Path(data.root).resolve() == evalset.EVAL_DIR.resolve()
+        except ReferenceDataMissing:  # the shipped split is not installed, so data is not it
+            shipped = False
+        if shipped and not is_reference(spec):
             raise DataError(f"model {spec.name!r} is not the shipped reference, so the shipped evaluation split "
                             "says nothing about it; pass --data: a labelled split (folder with labels.json)")
         return labelled_dataset(spec, data)

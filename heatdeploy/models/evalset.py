@@ -17,10 +17,11 @@ from heatdeploy.errors import InputError
 from heatdeploy.fsutil import atomic_write_bytes, atomic_write_text
 from heatdeploy.models.skeleton import KEYPOINTS
 from heatdeploy.models.synthetic import render_sample
+from heatdeploy.refdata import SOURCE_DIR, reference_data
 
-DATA = Path(__file__).parent / "data"
-EVAL_DIR = DATA / "eval"
-SAMPLES_DIR = DATA / "samples"
+# EVAL_DIR and SAMPLES_DIR are looked up when read (module __getattr__): the files are in the source tree or in
+# the heatdeploy-reference-data distribution, not in the heatdeploy wheel (heatdeploy/refdata.py).
+_DIRS = {"DATA": "data", "EVAL_DIR": "data/eval", "SAMPLES_DIR": "data/samples"}
 LABELS = "labels.json"
 EVAL_SEED = 20261123
 SAMPLE_SIZES = ((360, 480), (256, 192), (400, 400), (480, 360), (300, 200), (720, 540))
@@ -36,6 +37,12 @@ class LabelledSet:
     present: np.ndarray
     visible: np.ndarray
     image_sizes: np.ndarray
+
+
+def __getattr__(name: str) -> Path:
+    if name in _DIRS:
+        return reference_data(_DIRS[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _write_jpeg(path: Path, image: np.ndarray, quality: int = 93) -> None:
@@ -84,6 +91,6 @@ def read_labelled_set(root: Path) -> LabelledSet:
 
 
 def make_shipped_data(n_eval: int = 300) -> None:
-    """Regenerate the committed evaluation split and sample images (deterministic)."""
-    write_labelled_set(EVAL_DIR, n_eval, EVAL_SEED, ((256, 192),))
-    write_labelled_set(SAMPLES_DIR, len(SAMPLE_SIZES), EVAL_SEED + 1, SAMPLE_SIZES)
+    """Regenerate the committed evaluation split and sample images (deterministic), in the source tree."""
+    write_labelled_set(SOURCE_DIR / _DIRS["EVAL_DIR"], n_eval, EVAL_SEED, ((256, 192),))
+    write_labelled_set(SOURCE_DIR / _DIRS["SAMPLES_DIR"], len(SAMPLE_SIZES), EVAL_SEED + 1, SAMPLE_SIZES)

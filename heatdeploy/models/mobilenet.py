@@ -47,9 +47,18 @@ from torch import nn
 
 from heatdeploy.calibration.stock import STOCK_NAME, STOCK_PATH, add_stock_int8  # noqa: F401 (re-exported)
 from heatdeploy.models.skeleton import KEYPOINTS, SKELETON
+from heatdeploy.refdata import SOURCE_DIR, reference_data
 from heatdeploy.spec import DecoderSpec, ExistenceSpec, HeatmapSpec, InputSpec, ModelSpec
 
-WEIGHTS = Path(__file__).parent / "weights" / "mobilenet.pt"
+_WEIGHTS = "weights/mobilenet.pt"  # WEIGHTS is looked up when read (__getattr__; heatdeploy/refdata.py)
+
+
+def __getattr__(name: str) -> Path:
+    if name == "WEIGHTS":
+        return reference_data(_WEIGHTS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 MODEL_REF = "heatdeploy.models.mobilenet:MobilePoseNet"  # module:factory for export_bundle
 HEIGHT, WIDTH = 256, 192
 OUTPUTS = ("heatmaps", "presence", "landmarks")  # ONNX output order
@@ -204,7 +213,7 @@ def model_stats(model: nn.Module | None = None) -> dict[str, int]:
 
 def load_mobilenet(weights: str | Path | None = None) -> tuple[MobilePoseNet, ModelSpec]:
     """The net with its shipped (or given) weights, in eval mode, and its spec."""
-    path = Path(weights) if weights is not None else WEIGHTS
+    path = Path(weights) if weights is not None else reference_data(_WEIGHTS)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: MobileNet weights missing; run "
                                 "heatdeploy.models.mobilenet.train_mobilenet(out, steps)")
@@ -540,5 +549,5 @@ def train_mobilenet(out: str | Path, steps: int = 4000, *, cfg: MobileTrainConfi
 if __name__ == "__main__":  # nice -n 10 python -m heatdeploy.models.mobilenet [steps] [out]
     import sys
 
-    train_mobilenet(Path(sys.argv[2]) if len(sys.argv) > 2 else WEIGHTS,
+    train_mobilenet(Path(sys.argv[2]) if len(sys.argv) > 2 else SOURCE_DIR / _WEIGHTS,
                     int(sys.argv[1]) if len(sys.argv) > 1 else MobileTrainConfig.steps)

@@ -14,9 +14,16 @@ import torch
 from torch import nn
 
 from heatdeploy.models.skeleton import KEYPOINTS, SKELETON
+from heatdeploy.refdata import reference_data
 from heatdeploy.spec import DecoderSpec, ExistenceSpec, HeatmapSpec, InputSpec, ModelSpec
 
-WEIGHTS = Path(__file__).parent / "weights" / "reference.pt"
+_WEIGHTS = "weights/reference.pt"  # WEIGHTS is looked up when read (__getattr__; heatdeploy/refdata.py)
+
+
+def __getattr__(name: str) -> Path:
+    if name == "WEIGHTS":
+        return reference_data(_WEIGHTS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def reference_spec() -> ModelSpec:
@@ -108,7 +115,7 @@ def count_macs(model: nn.Module, height: int = 256, width: int = 192) -> int:
 
 def load_reference(weights: str | Path | None = None) -> tuple[nn.Module, ModelSpec]:
     """The reference net with its shipped (or given) weights, in eval mode, and its spec."""
-    path = Path(weights) if weights is not None else WEIGHTS
+    path = Path(weights) if weights is not None else reference_data(_WEIGHTS)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: reference weights missing; run 'heatdeploy train-reference'")
     model = ReferencePoseNet()
