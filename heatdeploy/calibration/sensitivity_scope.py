@@ -35,7 +35,10 @@ def sensitive_onnx_nodes(onnx_path: str | Path, spec: Any, source: Any, **option
         # add_onnx_int8's defaults (SYMMETRIC_ACTIVATIONS included), so its cached result answers
         report = quantize_onnx_int8(onnx_path, Path(tmp) / "int8.onnx", spec, source, keep_fp32="auto",
                                     **options)
-    kept = {row["node"]: report.excluded[row["node"]] for row in report.sensitivity if row["kept_fp32"]}
+    # A layer the pass found sensitive may run INT8 in the search's chosen mix (so it is not in ``excluded``);
+    # OpenVINO has no search of its own and keeps it float.
+    kept = {row["node"]: report.excluded.get(row["node"], "ORT sensitivity: moves keypoints alone")
+            for row in report.sensitivity if row["kept_fp32"]}
     # The ORT search's chosen mix too: what ORT needed FP32 to hold the keypoint budget. A pass cut short by
     # its time budget keeps few layers by threshold (BlazePose on a loaded box: 18 of 119, OpenVINO INT8 then
     # 1.70 heatmap px), while the search still reverts the untested ones it needs; OpenVINO has no search of
