@@ -33,7 +33,7 @@ SEARCH_VERSION = 3  # in the calibration cache key: a changed search must not an
 FP32 = "fp32"
 ALL_INT8 = "int8-all"
 FLIP_COST_PX = 10.0  # one existence flip per keypoint weighs as much as this many grid px of displacement
-LATENCY_ROUNDS = (5, 25)  # interleaved rounds per timing: at least, at most
+LATENCY_ROUNDS = (5, 25)  # interleaved rounds per timing: at least, at most (runtime/timing.py)
 LATENCY_SECONDS = 4.0  # a timing stops after this long once the minimum rounds are in
 MIN_GAIN = 1.03  # INT8 is recommended only when it beats FP32 by more than timing noise
 CONFIRM = 3  # holding mixes timed a second time before the choice
@@ -206,34 +206,17 @@ def measure_latency(paths: Mapping[str, Path], input_name: str, x: np.ndarray, *
     """
     import onnxruntime as ort
 
-    names = list(paths)
-    sessions = {}
-    for n in names:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        sessions[n] = ort.InferenceSession(str(paths[n]), so, providers=["CPUExecutionProvider"])
+    from heatdeploy.runtime.timing import interleaved_ms
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sessions = {n: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for n, p in paths.items()}
     feed = {input_name: np.ascontiguousarray(x)}
-    for s in sessions.values():
-        for _ in range(2):
-            s.run(None, feed)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    start = time.perf_counter()
-    for r in range(rounds[1]):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for n in order:
-            t0 = time.perf_counter()
-            sessions[n].run(None, feed)
-            times[n].append(time.perf_counter() - t0)
-        if r + 1 >= rounds[0] and time.perf_counter() - start > seconds:
-            break
-    first = np.asarray(times[names[0]])
-    base_ms = float(np.median(first)) * 1e3
-    return {"median_ms": {n: float(np.median(t)) * 1e3 for n, t in times.items()},
-            "paired_ms": {n: base_ms * float(np.median(np.asarray(t) / first)) for n, t in times.items()},
-            "rounds": len(times[names[0]]), "batch": int(len(x)), "threads": 1,
-            "method": f"interleaved, rotating order; median per-round ratio to {names[0]} x its median"}
+    t = interleaved_ms({n: (lambda s=s: s.run(None, feed)) for n, s in sessions.items()}, rounds=rounds,
+                       seconds=seconds)
+    return {**t.to_dict(), "batch": int(len(x)), "threads": 1}
 
 
 def op_profile(path: Path, input_name: str, x: np.ndarray, runs: int = 10) -> dict[str, float]:

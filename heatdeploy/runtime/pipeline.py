@@ -28,6 +28,7 @@ from heatdeploy.runtime.backends.base import (
     load_backend,
     readers_of,
 )
+from heatdeploy.runtime.choice import deployed
 from heatdeploy.runtime.heads import decode_outputs
 from heatdeploy.runtime.preprocess import Preprocessor, map_to_image
 from heatdeploy.runtime.sources import load_image
@@ -219,9 +220,10 @@ def _weak(image: Any) -> Any:
 def pick_artifact(b: Bundle, name: str | None = None, precision: str | None = None,
                   backend: str | None = None) -> tuple[Artifact, str]:
     """(artifact, backend to run it with). An explicit name wins (run by another installed engine that reads
-    its file when its own is missing); otherwise the artifacts matching precision/backend (fp32 first when no
-    precision is asked), taking the first whose engine is installed, then the first another installed engine
-    reads (OpenVINO reads ONNX)."""
+    its file when its own is missing); then, asked for nothing, the bundle's recorded deployment choice
+    (``heatdeploy choose``) when its engine is installed; otherwise the artifacts matching precision/backend
+    (fp32 first when no precision is asked), taking the first whose engine is installed, then the first
+    another installed engine reads (OpenVINO reads ONNX)."""
     if name is not None:
         art = b.artifact(name)
         if backend is None and not engine_installed(art.backend):  # e.g. onnx-fp32 on an OpenVINO-only box
@@ -238,6 +240,10 @@ def pick_artifact(b: Bundle, name: str | None = None, precision: str | None = No
                 group.sort(key=lambda a: a.precision != "fp32")  # stable: manifest order within each group
                 return group[0], backend
         return b.artifact(precision=precision, backend=backend), backend  # raises, naming what the bundle has
+    if precision is None:
+        chosen = deployed(b)  # 'heatdeploy choose': the fastest artifact that holds the gate, measured here
+        if chosen is not None:
+            return chosen, chosen.backend
     matching = [a for a in b.artifacts if precision is None or a.precision == precision]
     if not matching:
         b.artifact(precision=precision)  # raises, naming what the bundle has

@@ -126,6 +126,15 @@ def fixed_batch(backend: Backend, name: str) -> int | None:
     return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
 
 
+THREAD_KEYS = {"onnxruntime": "intra_op_threads", "openvino": "num_threads"}  # each backend's thread option
+
+
+def thread_options(backend: str, threads: int) -> dict[str, Any]:
+    """The load options that run ``backend`` on ``threads`` threads (0: the engine's default)."""
+    key = THREAD_KEYS.get(backend)
+    return {key: threads} if key and threads else {}
+
+
 def load_backend(name: str, path: str, options: dict[str, Any] | None = None) -> Backend:
     """Import the engine's module only now, so ``import heatdeploy.runtime`` stays engine-free."""
     backend: Backend = _module(name).load(path, options or {})
