@@ -14,8 +14,8 @@ import types
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "export", "calibrate", "add", "parity", "evaluate"]
-_API = ("export", "calibrate", "add", "parity", "evaluate")
+__all__ = ["__version__", "export", "calibrate", "add", "parity", "evaluate", "choose"]
+_API = ("export", "calibrate", "add", "parity", "evaluate", "choose")
 
 
 class ApiModule(types.ModuleType):

@@ -444,6 +444,24 @@ def _engine_here(engine: str, hooks: Hooks) -> bool:
     return False
 
 
+# --- choose: what the bundle deploys on this machine ----------------------------------------------------
+def choose(bundle: str | Path, *, threads: int = 1, seconds: float = 4.0, record: bool = True) -> Any:
+    """``heatdeploy choose``: time every artifact that holds the parity gate here and deploy the fastest.
+
+    Returns the :class:`~heatdeploy.runtime.choice.DeployChoice`; with ``record`` it is stored in the manifest,
+    and ``Pipeline.load`` (so ``run`` and ``bench``) uses it when asked for no artifact, precision or backend.
+    """
+    from heatdeploy.bundle import Bundle
+    from heatdeploy.runtime.choice import choose as choose_artifact
+    from heatdeploy.runtime.choice import record_choice
+
+    root = Path(bundle)
+    choice = choose_artifact(Bundle.load(root), threads=threads, seconds=seconds)
+    if record:
+        record_choice(root, choice)
+    return choice
+
+
 # --- parity ------------------------------------------------------------------------------------------
 def parity(bundle: str | Path, candidate: str, *, reference: str = "onnx-fp32", data: str | None = None,
            tolerance: str = "default", out: str | Path | None = None, limit: int | None = None,

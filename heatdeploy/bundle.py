@@ -9,6 +9,7 @@ atomically, the replaced files removed last.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -297,7 +298,7 @@ class Bundle:
             "generation": self.generation,
             "spec": self.spec.to_dict(),
             "artifacts": [asdict(a) for a in self.artifacts],
-            "info": self.info,
+            "info": copy.deepcopy(self.info),  # a copy: the snapshot must not alias the live dict
         }
 
     def save(self) -> Path:

@@ -64,6 +64,46 @@ def bench(
     Console(width=160).print(table)
 
 
+# --- choose ------------------------------------------------------------------------------------------
+@app.command()
+@cli_errors
+def choose(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory")],
+    threads: Annotated[int, typer.Option(help="engine threads while timing (0 = engine default)")] = 1,
+    seconds: Annotated[float, typer.Option(help="how long to time, at least 5 interleaved rounds")] = 4.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="measure and print; do not record the choice")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Deploy the fastest artifact that holds the parity gate, timed side by side on this machine (batch 1).
+
+    FP32 artifacts always compete; a lower precision competes once 'heatdeploy parity' has passed it on its
+    exact file. The choice is recorded in the manifest; 'run' and 'bench' then use it unless given
+    --artifact / --precision / --backend. Run it on the device you deploy to.
+
+    Example: heatdeploy parity bundle/ --candidate openvino-int8 --data eval/ && heatdeploy choose bundle/
+    """
+    from heatdeploy import api
+
+    with console.status("timing the artifacts that hold the gate"):
+        choice = api.choose(bundle, threads=threads, seconds=seconds, record=not dry_run)
+    if as_json:
+        sys.stdout.write(json.dumps(choice.to_dict(), indent=2) + "\n")
+        return
+    ms = choice.measured_ms
+    base = min((ms[k] for k in ms if k.endswith("fp32")), default=None)
+    table = Table(title=f"choose {bundle} (batch 1, {threads or 'all'} thread(s), interleaved; {choice.machine})")
+    for c in ("artifact", "ms", "vs fastest FP32", ""):
+        table.add_column(c, justify="left" if c in ("artifact", "") else "right")
+    for name, t in sorted(ms.items(), key=lambda kv: kv[1]):
+        table.add_row(name, f"{t:.2f}", f"{base / t:.2f}x" if base else "-",
+                      "deployed" if name == choice.artifact else "")
+    for name, why in choice.excluded.items():
+        table.add_row(name, "-", "-", f"not timed: {why}")
+    Console(width=160).print(table)
+    verb = "measured (not recorded)" if dry_run else "deploys"
+    console.print(f"{bundle} {verb}: {choice.artifact} ({choice.backend}) — {choice.reason}", highlight=False)
+
+
 # --- devices and TensorRT ----------------------------------------------------------------------------
 devices_app = typer.Typer(help="Device profiles (TOML) and detection of this machine.", no_args_is_help=False,
                           invoke_without_command=True, rich_markup_mode=None)

@@ -18,14 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_import_heatdeploy_stays_light():
     code = ("import sys, heatdeploy; heatdeploy.export; heatdeploy.calibrate; heatdeploy.add; "
-            "heatdeploy.parity; heatdeploy.evaluate; heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "heatdeploy.parity; heatdeploy.evaluate; heatdeploy.choose; "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'onnx', 'openvino', 'nncf', 'onnxruntime')); print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_the_api_names_are_callable():
-    for name in ("export", "calibrate", "add", "parity", "evaluate"):
+    for name in ("export", "calibrate", "add", "parity", "evaluate", "choose"):
         assert callable(getattr(heatdeploy, name)), name
     with pytest.raises(AttributeError):
         heatdeploy.no_such_thing  # noqa: B018

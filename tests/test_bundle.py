@@ -134,3 +134,16 @@ def test_staged_dir_keeps_old_bundle_on_failure(random_reference_bundle, tmp_pat
     assert sorted(p.name for p in final.iterdir()) == before
     Bundle.load(final).verify()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_info_edited_in_place_is_saved_and_keeps_other_keys(random_reference_bundle, tmp_path):
+    """The manifest snapshot must not alias the live ``info`` dict, or an in-place edit looks unchanged."""
+    root = tmp_path / "b"
+    shutil.copytree(random_reference_bundle, root)
+    before = dict(Bundle.load(root).info)
+    b = Bundle.load(root)
+    b.info["deploy"] = {"artifact": "onnx-fp32"}
+    b.save()
+    after = Bundle.load(root).info
+    assert after["deploy"] == {"artifact": "onnx-fp32"}
+    assert {k: after[k] for k in before} == before
