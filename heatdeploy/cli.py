@@ -254,6 +254,10 @@ def run(
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     pipe = _load_pipeline(bundle, precision, backend, artifact, device)
+    if not as_json and pipe.artifact is not None:
+        chosen = (pipe.bundle.info.get("deploy") or {}).get("artifact") if pipe.bundle is not None else None
+        why = " — the bundle's deployment choice ('heatdeploy choose')" if chosen == pipe.artifact.name else ""
+        console.print(f"running {pipe.artifact.name} on {pipe.backend_name}{why}", highlight=False)
     stdout_lines = as_json and jsonl is None
     from heatdeploy.runtime.sources import classify
 
@@ -376,6 +380,9 @@ def parity(
     """
     _, code = _parity(bundle, candidate, reference=reference, data=data, tolerance=tolerance, out=out,
                       limit=limit, backend=backend, floor=floor, batch_size=batch)
+    if code == 0:
+        console.print(f"{candidate} holds the gate; 'heatdeploy choose {bundle}' times it against FP32 on this "
+                      "machine and deploys the faster", highlight=False)
     raise typer.Exit(code)
 
 
