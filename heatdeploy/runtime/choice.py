@@ -10,7 +10,7 @@ points ``run`` and ``bench`` at the fastest of what is proven. ``--artifact`` al
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -84,6 +84,24 @@ def _input(spec: Any, batch: int) -> np.ndarray:
     return np.random.default_rng(0).random(shape, dtype=np.float32)
 
 
+def decide(ms: Mapping[str, float], fp32: Set[str]) -> tuple[str, str]:
+    """(chosen name, why) from measured ms: the fastest, unless an FP32 one is within timing noise of it."""
+    best = min(ms, key=ms.__getitem__)
+    floats = [k for k in ms if k in fp32]
+    if not floats:
+        return best, f"fastest that holds the gate ({ms[best]:.2f} ms); no FP32 artifact was timed"
+    best_fp32 = min(floats, key=ms.__getitem__)
+    if best == best_fp32:
+        lower = sorted(k for k in ms if k not in fp32)
+        return best, (f"fastest FP32 artifact ({ms[best]:.2f} ms)" + (
+            f"; no lower precision that holds the gate is faster ({', '.join(lower)} timed)" if lower
+            else "; no lower precision holds the gate"))
+    if ms[best] * MIN_GAIN >= ms[best_fp32]:
+        return best_fp32, (f"{best} holds the gate but runs {ms[best]:.2f} ms vs {best_fp32} {ms[best_fp32]:.2f} ms"
+                           f": not faster by more than {MIN_GAIN - 1:.0%} on this machine, so FP32 is deployed")
+    return best, f"fastest that holds the gate: {ms[best]:.2f} ms, {ms[best_fp32] / ms[best]:.2f}x {best_fp32}"
+
+
 def choose(bundle: Bundle, *, threads: int = 1, seconds: float = 4.0,
            names: Sequence[str] | None = None) -> DeployChoice:
     """Time every candidate that holds the gate and whose engine is installed (batch 1, interleaved)."""
@@ -112,19 +130,7 @@ def choose(bundle: Bundle, *, threads: int = 1, seconds: float = 4.0,
         raise ChoiceError(f"{bundle.root}: no artifact can be timed here ({detail})")
     timing = interleaved_ms({k: fn for k, (_, fn) in runs.items()}, seconds=seconds)
     ms = {k: round(v, 3) for k, v in timing.paired_ms.items()}
-    fp32 = [k for k, (a, _) in runs.items() if a.precision == "fp32"]
-    best = min(ms, key=ms.__getitem__)
-    best_fp32 = min(fp32, key=ms.__getitem__) if fp32 else None
-    if best_fp32 is not None and best != best_fp32 and ms[best] * MIN_GAIN >= ms[best_fp32]:
-        reason = (f"{best} holds the gate but runs {ms[best]:.2f} ms vs {best_fp32} {ms[best_fp32]:.2f} ms: "
-                  f"not faster by more than {MIN_GAIN - 1:.0%} on this machine, so FP32 is deployed")
-        best = best_fp32
-    elif best_fp32 is not None and best != best_fp32:
-        reason = (f"fastest that holds the gate: {ms[best]:.2f} ms, {ms[best_fp32] / ms[best]:.2f}x {best_fp32}")
-    else:
-        lower = sorted(k for k, (a, _) in runs.items() if a.precision != "fp32")
-        reason = (f"fastest FP32 artifact ({ms[best]:.2f} ms)" + (f"; no lower precision that holds the gate is "
-                  f"faster ({', '.join(lower)} timed)" if lower else "; no lower precision holds the gate"))
+    best, reason = decide(ms, {k for k, (a, _) in runs.items() if a.precision == "fp32"})
     art = runs[best][0]
     return DeployChoice(artifact=art.name, backend=art.backend, sha256=art.sha256, reason=reason, measured_ms=ms,
                         excluded=excluded, threads=threads, batch=1, machine=machine_id(),
@@ -149,4 +155,4 @@ def deployed(bundle: Bundle) -> Artifact | None:
     return art
 
 
-__all__ = ["ChoiceError", "DeployChoice", "choose", "deployed", "holds_gate", "machine_id", "record_choice"]
+__all__ = ["ChoiceError", "DeployChoice", "choose", "decide", "deployed", "holds_gate", "machine_id", "record_choice"]
