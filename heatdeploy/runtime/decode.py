@@ -46,9 +46,13 @@ class Decoded:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """Overflow-free logistic function (tanh form), float32 out."""
-    x = np.asarray(x, dtype=np.float32)
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32, copy=False)
+    """Overflow-free logistic function (tanh form), float32 out; one new array, updated in place."""
+    t = np.array(x, dtype=np.float32)
+    t *= np.float32(0.5)
+    np.tanh(t, out=t)
+    t += np.float32(1.0)
+    t *= np.float32(0.5)
+    return t
 
 
 def _check_heatmaps(heatmaps: np.ndarray, spec: ModelSpec, what: str) -> None:
@@ -71,8 +75,9 @@ def _check_heatmaps(heatmaps: np.ndarray, spec: ModelSpec, what: str) -> None:
         )
 
 
-def select_heatmaps(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Turn the engine's heatmap output into float32 ``[N,K,h,w]`` following the spec's layout."""
+def heatmap_view(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The engine's heatmap output as float32 ``[N,K,h,w]`` following the spec's layout, copying nothing the
+    layout does not force (NHWC gives a transposed view): for decoders that read a few pixels per map."""
     raw = np.asarray(raw)
     layout = spec.heatmap.layout
     if raw.ndim != 4:
@@ -91,7 +96,12 @@ def select_heatmaps(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
             )
         hm = hm[:, idx]
     _check_heatmaps(hm, spec, f"heatmap output {spec.heatmap.name!r} (raw shape {raw.shape}, {layout})")
-    return np.ascontiguousarray(hm, dtype=np.float32)
+    return hm.astype(np.float32, copy=False)
+
+
+def select_heatmaps(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Turn the engine's heatmap output into contiguous float32 ``[N,K,h,w]`` following the spec's layout."""
+    return np.ascontiguousarray(heatmap_view(raw, spec), dtype=np.float32)
 
 
 def existence_probability(raw: np.ndarray | None, spec: ModelSpec, n: int) -> np.ndarray | None:
@@ -117,7 +127,9 @@ def existence_probability(raw: np.ndarray | None, spec: ModelSpec, n: int) -> np
             f"(existence.per = {ex.per!r}, {k} keypoints)"
         )
     prob = _sigmoid(arr) if ex.activation == "logits" else arr
-    return np.ascontiguousarray(np.broadcast_to(prob, (n, k)), dtype=np.float32)
+    if prob.shape != (n, k):
+        prob = np.broadcast_to(prob, (n, k))
+    return np.ascontiguousarray(prob, dtype=np.float32)
 
 
 # --- coordinate frames -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from heatdeploy.errors import InputError
+from heatdeploy.runtime.decode import _sigmoid
 
 
 def split_landmarks(flat: np.ndarray, k: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -34,7 +35,7 @@ def split_landmarks(flat: np.ndarray, k: int, fields: tuple[str, ...]) -> dict[s
 
 def refine_with_heatmap(
     coords_hm: np.ndarray, heatmaps: np.ndarray, kernel: int = 7, min_score: float = 0.5,
-    rounding: str = "round",
+    rounding: str = "round", logits: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe ``RefineLandmarksFromHeatmapCalculator``, vectorised over ``[N,K]``.
 
@@ -50,6 +51,10 @@ def refine_with_heatmap(
 
     ``rounding`` picks the window centre: ``round`` (nearest pixel) or ``truncate`` (toward zero, as
     MediaPipe's ``int(x * hm_width)`` does; the ``mediapipe`` convention's rule).
+
+    ``logits``: the maps are logits; the sigmoid is applied to the windows only (the same values as on the
+    whole map, for the few pixels read). ``heatmaps`` may be any strided view (e.g. NHWC transposed): only
+    the windows are read.
 
     Returns refined ``[N,K,2]`` float32 and the window max ``[N,K]`` float32.
     """
@@ -79,9 +84,11 @@ def refine_with_heatmap(
     cols = cx[..., None, None] + span[None, :]  # [N,K,1,kw]
     rows = cy[..., None, None] + span[:, None]  # [N,K,kh,1]
     inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)  # [N,K,kh,kw]
-    maps = hm.reshape(n * k, h, w)
-    m = np.arange(n * k).reshape(n, k)[..., None, None]
-    win = maps[m, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)]  # [N,K,kh,kw]
+    b = np.arange(n)[:, None, None, None]
+    c = np.arange(k)[None, :, None, None]
+    win = hm[b, c, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)]  # [N,K,kh,kw]
+    if logits:
+        win = _sigmoid(win)
     win = np.where(inside & centred[..., None, None] & (win > 0), win, np.float32(0.0)).astype(np.float64)
 
     total = win.sum(axis=(2, 3))

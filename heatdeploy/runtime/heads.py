@@ -10,12 +10,13 @@ so parity's "heatmap px" figures mean "classes" for every family.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import numpy as np
 
 from heatdeploy.errors import ModelOutputError
-from heatdeploy.runtime.codecs.conventions import codec_from_spec
+from heatdeploy.runtime.codecs.conventions import HeatmapConvention, codec_from_spec
 from heatdeploy.runtime.decode import (
     Decoded,
     HeatmapCodec,
@@ -23,7 +24,7 @@ from heatdeploy.runtime.decode import (
     argmax_2d,
     existence_probability,
     heatmap_to_input,
-    input_to_heatmap,
+    heatmap_view,
     select_heatmaps,
 )
 from heatdeploy.runtime.decode_centers import decode_centers
@@ -32,7 +33,9 @@ from heatdeploy.runtime.decode_paf import decode_paf
 from heatdeploy.runtime.decode_simcc import decode_simcc
 from heatdeploy.spec import ModelSpec
 
-__all__ = ["decode_outputs", "grid_stride", "select_centers", "select_pafs"]
+__all__ = ["HeadDecoder", "decode_outputs", "grid_stride", "head_decoder", "select_centers", "select_pafs"]
+
+HeadDecoder = Callable[[Mapping[str, np.ndarray]], Decoded]
 
 
 def grid_stride(spec: ModelSpec) -> float:
@@ -84,8 +87,8 @@ def _heatmaps(spec: ModelSpec, outputs: Mapping[str, np.ndarray], probabilities:
     return _sigmoid(hm) if probabilities and spec.heatmap.activation == "logits" else hm
 
 
-def _decode_heatmap(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
-    return HeatmapCodec(spec).decode(_heatmaps(spec, outputs, False), _existence(spec, outputs))
+def _decode_heatmap(spec: ModelSpec, outputs: Mapping[str, np.ndarray], codec: HeatmapCodec) -> Decoded:
+    return codec.decode(_heatmaps(spec, outputs, False), _existence(spec, outputs))
 
 
 def _decode_simcc(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
@@ -112,7 +115,10 @@ def _decode_simcc(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded
                    presence=presence, present=present, peaks=peaks)
 
 
-def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
+def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray], codec: HeatmapConvention | None,
+                      peaks: bool = True) -> Decoded:
+    """Without ``peaks`` no pass over the whole heatmaps is made: the refinement reads its windows (and applies
+    a logit map's sigmoid there), and ``Decoded.peaks`` is None."""
     lm = spec.landmarks
     assert lm is not None
     flat = np.asarray(_output(outputs, lm.name, "landmarks"), dtype=np.float32)
@@ -123,22 +129,28 @@ def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Dec
         xy = xy * np.array([spec.input.width, spec.input.height], dtype=np.float32)
     kp_presence = _sigmoid(parts["presence"]) if "presence" in parts else None  # a logit: "in frame"
     existence = _existence(spec, outputs)
-    if spec.heatmap is None:
+    if codec is None:
         scores = kp_presence if kp_presence is not None else np.ones(xy.shape[:2], dtype=np.float32)
         presence, present = _presence(scores, existence, spec, kp_presence)
         return Decoded(coords_hm=xy.astype(np.float32), coords=xy.astype(np.float32), scores=scores,
                        presence=presence, present=present, peaks=np.rint(np.nan_to_num(xy)).astype(np.int32))
-    hm = _heatmaps(spec, outputs, True)
-    coords_hm = input_to_heatmap(xy, spec)
+    assert spec.heatmap is not None
+    logits = not peaks and spec.heatmap.activation == "logits"  # the sigmoid, where needed, comes later
+    if peaks:
+        hm = _heatmaps(spec, outputs, True)
+    else:
+        hm = heatmap_view(_output(outputs, spec.heatmap.name, "heatmap"), spec)
+    coords_hm = codec.to_heatmap(xy)
     if lm.refine_kernel:
-        rounding = codec_from_spec(spec).window_rounding  # MediaPipe truncates the window centre
-        coords_hm, scores = refine_with_heatmap(coords_hm, hm, lm.refine_kernel, lm.refine_min_score, rounding)
+        coords_hm, scores = refine_with_heatmap(coords_hm, hm, lm.refine_kernel, lm.refine_min_score,
+                                                codec.window_rounding, logits=logits)  # MediaPipe truncates
     else:
         scores = hm.reshape(*hm.shape[:2], -1).max(axis=2)
-    peaks = argmax_2d(hm)[0].astype(np.int32)
+        scores = _sigmoid(scores) if logits else scores  # monotone: the max of the sigmoid is the sigmoid of the max
     presence, present = _presence(scores, existence, spec, kp_presence)
-    return Decoded(coords_hm=coords_hm.astype(np.float32), coords=heatmap_to_input(coords_hm, spec),
-                   scores=scores.astype(np.float32), presence=presence, present=present, peaks=peaks)
+    return Decoded(coords_hm=coords_hm.astype(np.float32), coords=codec.to_input(coords_hm),
+                   scores=scores.astype(np.float32), presence=presence, present=present,
+                   peaks=argmax_2d(hm)[0].astype(np.int32) if peaks else None)
 
 
 def select_centers(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
@@ -213,8 +225,22 @@ def _decode_paf(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
                    instance_scores=people.scores)
 
 
-_DECODERS = {"heatmap": _decode_heatmap, "simcc": _decode_simcc, "landmarks": _decode_landmarks,
-             "centers": _decode_centers, "paf": _decode_paf}
+def head_decoder(spec: ModelSpec, *, peaks: bool = True) -> HeadDecoder:
+    """The spec's decoder with what depends only on the spec (its codec) built once; a pipeline keeps one.
+
+    ``peaks=False`` lets a decoder skip work that only ``Decoded.peaks`` needs (the class parity compares);
+    those decoders then leave it None. Everything else is the same.
+    """
+    head = spec.head
+    if head == "heatmap":
+        return partial(_decode_heatmap, spec, codec=HeatmapCodec(spec))
+    if head == "landmarks":
+        return partial(_decode_landmarks, spec, codec=codec_from_spec(spec) if spec.heatmap is not None else None,
+                       peaks=peaks)
+    return partial(_DECODERS[head], spec)
+
+
+_DECODERS = {"simcc": _decode_simcc, "centers": _decode_centers, "paf": _decode_paf}
 
 
 def decode_outputs(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decoded:
@@ -222,4 +248,4 @@ def decode_outputs(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> Decode
 
     Single-instance heads give ``[N,K,...]`` arrays; centre and PAF heads ``[N,M,K,...]`` with ``instance_scores``.
     """
-    return _DECODERS[spec.head](spec, outputs)
+    return head_decoder(spec)(outputs)

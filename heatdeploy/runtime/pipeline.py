@@ -29,7 +29,7 @@ from heatdeploy.runtime.backends.base import (
     readers_of,
 )
 from heatdeploy.runtime.choice import deployed
-from heatdeploy.runtime.heads import decode_outputs
+from heatdeploy.runtime.heads import head_decoder
 from heatdeploy.runtime.preprocess import Preprocessor, map_to_image
 from heatdeploy.runtime.sources import load_image
 from heatdeploy.spec import ModelSpec, SpecError
@@ -128,6 +128,9 @@ class Pipeline:
         self.backend, self.spec, self.backend_name = backend, spec, backend_name
         self.artifact, self.bundle = artifact, bundle
         self.preprocess = Preprocessor(spec.input)
+        self._decode = head_decoder(spec, peaks=False)  # a Prediction holds no peaks: skip what only they need
+        self._names = tuple(spec.keypoints)
+        self._skeleton = tuple(tuple(e) for e in spec.skeleton)
         self.fixed_batch = fixed_batch(backend, spec.input.name)  # None: the engine takes any batch
         missing = [n for n in (spec.input.name,) if n not in backend.input_names]
         missing += [n for n in spec.output_names if n not in backend.output_names]
@@ -201,12 +204,11 @@ class Pipeline:
 
     def decode(self, outputs: dict[str, np.ndarray], transforms: np.ndarray,
                image_sizes: np.ndarray) -> Prediction:
-        dec = decode_outputs(self.spec, outputs)  # the head's decoder applies the spec's activations
+        dec = self._decode(outputs)  # the head's decoder applies the spec's activations
         return Prediction(keypoints=map_to_image(dec.coords, transforms).astype(np.float32),
                           scores=dec.scores, presence=dec.presence, present=dec.present,
                           image_sizes=np.asarray(image_sizes), keypoints_input=dec.coords, outputs=outputs,
-                          instance_scores=dec.instance_scores, names=tuple(self.spec.keypoints),
-                          skeleton=tuple(tuple(e) for e in self.spec.skeleton))
+                          instance_scores=dec.instance_scores, names=self._names, skeleton=self._skeleton)
 
 
 def _weak(image: Any) -> Any:

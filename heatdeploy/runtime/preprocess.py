@@ -6,7 +6,8 @@ of the original (the image centre, or a person box centre) to the input centre `
 and scales about it, so the image's outer edges land exactly on the input's edges.
 
 Only the warp is per image (one ``cv2.warpAffine`` call each); colour order, scaling, mean/std and the
-layout transpose run once on the stacked batch.
+layout transpose run once on the stacked batch. Per frame size the affines are computed once: a video's
+frames all share them, and the per-frame cost is the number of calls more than their arithmetic.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def __getattr__(name: str) -> object:
 
 def to_bgr8(image: np.ndarray, where: str = "image") -> np.ndarray:
     """Normalise any common array image to contiguous BGR uint8 ``[H, W, 3]`` (no copy if it already is)."""
+    if (type(image) is np.ndarray and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            and image.flags.c_contiguous and image.size):
+        return image  # a decoded frame: nothing to convert
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{where}: expected a numpy image array, got {type(image).__name__}; {_FIX}")
     image = _to_three_channels(image, where)
@@ -96,6 +100,11 @@ def input_affines(spec: InputSpec, image_sizes: np.ndarray, boxes: np.ndarray | 
     any mode given boxes) takes each person box, enlarged by 1.25 — and, except for ``stretch``, to
     the input's aspect ratio — as the region that fills the input.
     """
+    return _affines(spec, image_sizes, boxes)[0]
+
+
+def _affines(spec: InputSpec, image_sizes: np.ndarray, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`input_affines` and their inverses (input px -> original px), both ``[N, 2, 3]``."""
     sizes = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 2)
     out_w, out_h = float(spec.width), float(spec.height)
     if boxes is None:
@@ -137,15 +146,22 @@ def _expand_to_aspect(span: np.ndarray, aspect: float) -> np.ndarray:
     return np.stack([w, w / aspect], axis=1)
 
 
-def _centred_affines(centre: np.ndarray, scale: np.ndarray, out_size: tuple[float, float]) -> np.ndarray:
-    """``x_in = s * (x - c) + (W - 1) / 2`` per axis: centre maps to centre under the pixel-centre rule."""
+def _centred_affines(centre: np.ndarray, scale: np.ndarray,
+                     out_size: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """``x_in = s * (x - c) + (W - 1) / 2`` per axis: centre maps to centre under the pixel-centre rule.
+
+    Returns the forward affines and, in closed form, their inverses ``x = (x_in - (W - 1) / 2) / s + c``.
+    """
     n = len(centre)
     out_centre = (np.array(out_size) - 1.0) / 2.0
-    m = np.zeros((n, 2, 3), dtype=np.float64)
-    m[:, 0, 0] = scale[:, 0]
-    m[:, 1, 1] = scale[:, 1]
-    m[:, :, 2] = out_centre - scale * centre
-    return m
+    m = np.zeros((2, n, 2, 3), dtype=np.float64)
+    m[0, :, 0, 0] = scale[:, 0]
+    m[0, :, 1, 1] = scale[:, 1]
+    m[0, :, :, 2] = out_centre - scale * centre
+    m[1, :, 0, 0] = 1.0 / scale[:, 0]
+    m[1, :, 1, 1] = 1.0 / scale[:, 1]
+    m[1, :, :, 2] = centre - out_centre / scale
+    return m[0], m[1]
 
 
 def invert_affines(affines: np.ndarray) -> np.ndarray:
@@ -197,7 +213,12 @@ class Preprocessor:
         shape = (c, 1, 1) if spec.layout == "NCHW" else (c,)
         self._gain = (spec.scale / std).astype(np.float32).reshape(shape)
         self._offset = (mean / std).astype(np.float32).reshape(shape)
-        self._rows: tuple[np.ndarray, np.ndarray] | None = None  # NHWC: gain and offset tiled along a row
+        # Colour: the multiply-add of every 8-bit level, per channel, as one cv2.LUT table (the same float32
+        # arithmetic, so the same bits). For NCHW the table is indexed by the BGR source channel.
+        levels = np.arange(256, dtype=np.uint8)[:, None] * self._gain.reshape(c) - self._offset.reshape(c)
+        swap = spec.color == "RGB" and spec.layout == "NCHW"
+        self._lut = np.ascontiguousarray(levels[:, ::-1] if swap else levels).reshape(1, 256, c)
+        self._geometry: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = {}
 
     @property
     def pixel_step(self) -> np.ndarray:
@@ -207,19 +228,49 @@ class Preprocessor:
     def __call__(self, images: Sequence[np.ndarray], boxes: np.ndarray | None = None) -> Batch:
         """Preprocess ``images`` (one box per image for top-down; repeat an image for several people)."""
         bgr = [to_bgr8(img, where=f"images[{i}]") for i, img in enumerate(images)]
-        sizes = np.array([img.shape[:2] for img in bgr], dtype=np.int64).reshape(-1, 2)
-        forward = input_affines(self.spec, sizes, boxes)
-        warped = self._warp(bgr, forward)
-        return Batch(tensor=self._normalise(warped), transforms=invert_affines(forward), image_sizes=sizes)
+        if boxes is None and bgr:
+            geo = [self._frame_geometry(img.shape[:2]) for img in bgr]
+            if len(geo) == 1:
+                sizes, forward, inverse = (a.copy() for a in geo[0][:3])
+            else:
+                sizes, forward, inverse = (np.concatenate([g[i] for g in geo]) for i in range(3))
+            identity: list[bool] | None = [g[3] for g in geo]
+        else:
+            sizes = np.array([img.shape[:2] for img in bgr], dtype=np.int64).reshape(-1, 2)
+            forward, inverse = _affines(self.spec, sizes, boxes)
+            identity = None
+        warped = self._warp(bgr, forward, identity)
+        return Batch(tensor=self._normalise(warped), transforms=inverse, image_sizes=sizes)
 
-    def _warp(self, images: list[np.ndarray], forward: np.ndarray) -> np.ndarray:
-        """Warp each image straight into its slot of one ``[N, H, W, 3]`` uint8 buffer."""
+    def _frame_geometry(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(size [1,2], forward [1,2,3], inverse [1,2,3], at the input size) of a whole frame, once per size."""
+        entry = self._geometry.get(hw)
+        if entry is None:
+            size = np.array([hw], dtype=np.int64)
+            forward, inverse = _affines(self.spec, size, None)
+            same = hw == (self.spec.height, self.spec.width) and np.array_equal(forward[0], _IDENTITY)
+            if len(self._geometry) >= 64:  # a stream of ever-new sizes: keep the table small
+                self._geometry.clear()
+            entry = self._geometry[hw] = (size, forward, inverse, same)
+        return entry
+
+    def _warp(self, images: list[np.ndarray], forward: np.ndarray, identity: list[bool] | None = None) -> np.ndarray:
+        """Warp each image straight into its slot of one ``[N, H, W, 3]`` uint8 buffer.
+
+        An image already at the input size (``identity``, else checked here) is not warped: the warp would copy
+        each pixel unchanged; a batch of one such image is returned as a view of it.
+        """
         h, w = self.spec.height, self.spec.width
+        if identity is None:
+            identity = [img.shape[:2] == (h, w) and np.array_equal(m, _IDENTITY)
+                        for img, m in zip(images, forward, strict=True)]
+        if len(images) == 1 and identity[0]:
+            return images[0][None]
         out = np.empty((len(images), h, w, 3), dtype=np.uint8)
         border = (float(self.spec.pad_value),) * 3
         for i, (img, m) in enumerate(zip(images, forward, strict=True)):
-            if img.shape[:2] == (h, w) and np.array_equal(m, _IDENTITY):
-                out[i] = img  # already the input size: the warp would copy each pixel unchanged
+            if identity[i]:
+                out[i] = img
                 continue
             cv2.warpAffine(
                 img,
@@ -233,35 +284,29 @@ class Preprocessor:
         return out
 
     def _normalise(self, batch: np.ndarray) -> np.ndarray:
-        """Colour order, grey conversion, scale/mean/std and layout, once for the whole batch."""
-        x: np.ndarray
-        if self.spec.channels == 3 and self.spec.layout == "NHWC":
-            return self._normalise_nhwc(batch)
-        if self.spec.channels == 1:
-            x = (batch @ _GREY_WEIGHTS_BGR)[..., None]
-        else:
-            x = batch[..., ::-1] if self.spec.color == "RGB" else batch
-        if self.spec.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        out = np.empty(x.shape, dtype=np.float32)
-        np.multiply(x, self._gain, out=out)
-        out -= self._offset
-        return out
+        """Colour order, grey conversion, scale/mean/std and layout, once for the whole batch.
 
-    def _normalise_nhwc(self, batch: np.ndarray) -> np.ndarray:
-        """NHWC colour: the same multiply-add over rows of ``W * 3`` values with the gain tiled along them.
-
-        Broadcasting a 3-vector over the last axis makes numpy run an inner loop of length 3; tiled, the
-        loop runs over whole rows. The channel swap is one OpenCV call on the batch seen as one tall image.
+        Colour: one ``cv2.LUT`` over the batch seen as one tall image gives each pixel's float32 value; NCHW
+        adds one transposing copy (the channel swap rides on it), NHWC swaps channels on the 8-bit pixels.
         """
         n, h, w, _ = batch.shape
-        x = np.ascontiguousarray(batch)
-        if self.spec.color == "RGB" and n:
-            x = cv2.cvtColor(x.reshape(n * h, w, 3), cv2.COLOR_BGR2RGB).reshape(n, h, w, 3)
-        if self._rows is None or self._rows[0].shape[0] != w * 3:
-            self._rows = (np.tile(self._gain, w), np.tile(self._offset, w))
-        out = np.empty((n, h, w, 3), dtype=np.float32)
-        flat = out.reshape(n, h, w * 3)
-        np.multiply(x.reshape(n, h, w * 3), self._rows[0], out=flat)
-        flat -= self._rows[1]
+        if self.spec.channels == 1:
+            x = (batch @ _GREY_WEIGHTS_BGR)[..., None]
+            if self.spec.layout == "NCHW":
+                x = x.transpose(0, 3, 1, 2)
+            out = np.empty(x.shape, dtype=np.float32)
+            np.multiply(x, self._gain, out=out)
+            out -= self._offset
+            return out
+        if n == 0:
+            shape = (0, 3, h, w) if self.spec.layout == "NCHW" else (0, h, w, 3)
+            return np.empty(shape, dtype=np.float32)
+        tall = np.ascontiguousarray(batch).reshape(n * h, w, 3)
+        if self.spec.layout == "NHWC":
+            if self.spec.color == "RGB":
+                tall = cv2.cvtColor(tall, cv2.COLOR_BGR2RGB)
+            return cv2.LUT(tall, self._lut).reshape(n, h, w, 3)
+        levels = cv2.LUT(tall, self._lut).reshape(n, h, w, 3)
+        out = np.empty((n, 3, h, w), dtype=np.float32)
+        np.copyto(out, (levels[..., ::-1] if self.spec.color == "RGB" else levels).transpose(0, 3, 1, 2))
         return out

@@ -128,3 +128,19 @@ def test_nan_and_negative_pixels_weigh_nothing() -> None:
     want, _ = refine_with_heatmap(reg, ref[None, None])
     assert np.isfinite(got).all() and np.isfinite(peak).all()
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_logit_windows_and_strided_maps_give_the_same_refinement() -> None:
+    """Logits with the sigmoid applied in the windows, read through an NHWC view, equal the contiguous
+    probability maps bit for bit."""
+    from heatdeploy.runtime.decode import _sigmoid
+
+    rng = np.random.default_rng(2)
+    logits = np.stack([gaussian(20.3, 30.1), gaussian(62.6, 1.2), gaussian(5.0, 40.0, amp=0.2)]) * 25.0 - 9.0
+    logits = (logits + rng.normal(0, 1.0, logits.shape)).astype(np.float32)[None]  # [1,K,H,W]
+    pts = np.array([[[21.0, 29.4], [63.2, 0.7], [np.nan, 3.0]]], np.float32)
+    want = refine_with_heatmap(pts, _sigmoid(logits), 7, 0.5)
+    nhwc = np.ascontiguousarray(logits.transpose(0, 2, 3, 1))
+    got = refine_with_heatmap(pts, nhwc.transpose(0, 3, 1, 2), 7, 0.5, logits=True)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)

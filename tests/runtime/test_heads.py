@@ -183,3 +183,33 @@ def test_landmark_presence_field_and_instance_flag_combine() -> None:
     dec = decode_outputs(spec, {"lm": flat, "flag": np.array([[0.9], [0.2]], np.float32)})
     assert dec.present.tolist() == [[True, False], [False, False]]  # image 1: no pose at all
     np.testing.assert_allclose(dec.presence[0, 0], 0.9 / (1 + np.exp(-4.0)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("refine_kernel", [7, 0])
+@pytest.mark.parametrize("activation", ["logits", "probabilities"])
+def test_decoder_without_peaks_equals_the_full_decode(refine_kernel: int, activation: str) -> None:
+    """The pipeline's decoder (no peaks: no pass over whole maps, a logit map's sigmoid on the windows only)
+    gives exactly what decode_outputs gives, peaks aside; for the heatmap head too."""
+    from heatdeploy.runtime.heads import head_decoder
+
+    spec = ModelSpec(keypoints=("a", "b", "c"), input=INPUT,
+                     heatmap=HeatmapSpec(name="hm", layout="NHWC", activation=activation, align="udp"),
+                     existence=ExistenceSpec(name="flag", per="instance", activation="probabilities"),
+                     landmarks=LandmarksSpec(name="lm", fields=("x", "y", "presence"), refine_kernel=refine_kernel,
+                                             refine_min_score=0.3)).validate()
+    h, w = spec.heatmap_size
+    rng = np.random.default_rng(0)
+    hm = np.stack([_gauss(h, w, 5.2, 7.7), _gauss(h, w, 0.4, 3.1), _gauss(h, w, 9.0, 14.6)], axis=-1)[None]
+    hm = np.concatenate([hm, hm[..., ::-1]]) * 30.0 - 12.0 + rng.normal(0, 0.5, (2, h, w, 3)).astype(np.float32)
+    flat = rng.uniform(-4, 52, (2, 9)).astype(np.float32)
+    outputs = {"hm": hm, "lm": flat, "flag": np.array([[0.9], [0.4]], np.float32)}
+    full, fast = decode_outputs(spec, outputs), head_decoder(spec, peaks=False)(outputs)
+    assert fast.peaks is None and full.peaks is not None
+    for f in ("coords_hm", "coords", "scores", "presence", "present"):
+        np.testing.assert_array_equal(getattr(fast, f), getattr(full, f), err_msg=f)
+
+    heat = ModelSpec(keypoints=("a", "b", "c"), input=INPUT, heatmap=HeatmapSpec(name="hm", layout="NHWC",
+                                                                                  activation=activation)).validate()
+    full, fast = decode_outputs(heat, outputs), head_decoder(heat, peaks=False)(outputs)
+    for f in ("coords_hm", "coords", "scores", "presence", "present", "peaks"):
+        np.testing.assert_array_equal(getattr(fast, f), getattr(full, f), err_msg=f)

@@ -268,3 +268,25 @@ def test_unreadable_paths(tmp_path: Path, kind: str) -> None:
         path.mkdir()
     with pytest.raises(ImageError, match=f"{path}: not a readable image"):
         load_image(path)
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_per_size_geometry_equals_the_general_path_and_stays_unshared(mode: str) -> None:
+    """Whole frames reuse per-size affines: the same transforms as the vectorized path, batch of one or many,
+    and a caller writing into a returned Batch does not change the next one."""
+    spec = replace(SPEC, resize=mode)
+    pre = Preprocessor(spec)
+    imgs = [np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8) for i, (h, w) in enumerate(SIZES)]
+    want = invert_affines(input_affines(spec, np.array([i.shape[:2] for i in imgs])))
+    one = pre(imgs[:1])
+    np.testing.assert_allclose(one.transforms, want[:1], rtol=0, atol=1e-12)
+    one.transforms[:] = 0.0
+    one.image_sizes[:] = 0
+    for _ in range(2):
+        batch = pre(imgs)
+        np.testing.assert_allclose(batch.transforms, want, rtol=0, atol=1e-12)
+        assert batch.image_sizes.tolist() == [list(i.shape[:2]) for i in imgs]
+    boxed = pre(imgs, np.array([[0.0, 0.0, i.shape[1] - 1.0, i.shape[0] - 1.0] for i in imgs]))
+    assert boxed.transforms.shape == (3, 2, 3)
+    for i, img in enumerate(imgs):  # batch of one (the fast path) and a slot of a batch give the same tensor
+        np.testing.assert_array_equal(pre([img]).tensor[0], batch.tensor[i])

@@ -40,24 +40,26 @@ _DARK_TAPS[1:4, 1:4] = True
 
 
 def argmax_2d(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer peak location (x, y) float32 ``[N,K,2]`` and peak value ``[N,K]`` of each map."""
+    """Integer peak location (x, y) float32 ``[N,K,2]`` and peak value ``[N,K]`` of each map.
+
+    One pass over the maps (the argmax); the peak values are gathered, not reduced again.
+    """
     hm = np.asarray(heatmaps, dtype=np.float32)
     n, k, h, w = hm.shape
-    flat = hm.reshape(n, k, h * w)
-    idx = flat.argmax(axis=2)
-    maxvals = np.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
-    coords = np.stack([idx % w, idx // w], axis=-1).astype(np.float32)
-    return coords, maxvals.astype(np.float32, copy=False)
+    flat = hm.reshape(n * k, h * w)
+    idx = flat.argmax(axis=1)
+    maxvals = flat[np.arange(n * k), idx]
+    coords = np.empty((n * k, 2), dtype=np.float32)
+    coords[:, 1], coords[:, 0] = np.divmod(idx, w)
+    return coords.reshape(n, k, 2), maxvals.reshape(n, k)
 
 
 def _grid_index(heatmaps: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat map index ``[M]`` and rounded integer x, y ``[M]`` of each keypoint (M = N*K)."""
+    """Flat map index ``[M]`` and rounded integer x, y ``[M]`` of each keypoint (M = N*K); non-finite: -1."""
     n, k = heatmaps.shape[:2]
     c = np.rint(np.asarray(coords, dtype=np.float64).reshape(n * k, 2))
-    c = np.nan_to_num(c, nan=-1.0, posinf=-1.0, neginf=-1.0)
-    x = c[:, 0].astype(np.intp)
-    y = c[:, 1].astype(np.intp)
-    return np.arange(n * k, dtype=np.intp), x, y
+    xy = np.where(np.isfinite(c), c, -1.0).astype(np.intp).T
+    return np.arange(n * k, dtype=np.intp), xy[0], xy[1]
 
 
 QuarterBorder = Literal["neighbours", "mmpose"]
@@ -105,7 +107,7 @@ def _gaussian_kernel(kernel: int) -> np.ndarray:
     if kernel < 1 or kernel % 2 == 0:
         raise InputError(f"DARK blur kernel must be a positive odd size, got {kernel}")
     g = cv2.getGaussianKernel(kernel, 0, ktype=cv2.CV_64F).ravel()
-    g = 0.5 * (g + g[::-1])  # exactly symmetric, so _conv5 may pair taps
+    g = 0.5 * (g + g[::-1])  # exactly symmetric
     g.setflags(write=False)
     return g
 
@@ -120,44 +122,53 @@ def _band(kernel: int, size: int) -> np.ndarray:
     return band
 
 
-def _conv5(a: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
-    """Valid convolution of ``a`` (length ``len(g) + 4`` along ``axis``) with symmetric ``g`` -> 5 values.
+@lru_cache(maxsize=32)
+def _dark_band(kernel: int) -> np.ndarray:
+    """``[5, kernel + 4]``: row i blurs a peak's patch onto the i-th of the 5 positions DARK reads (offset i - 2)."""
+    g = _gaussian_kernel(kernel)
+    band = np.zeros((5, kernel + 4))
+    for i in range(5):
+        band[i, i:i + kernel] = g
+    band.setflags(write=False)
+    return band
 
-    Loops over the kernel's taps (not over keypoints): each step is one contiguous multiply-add over
-    every keypoint, which beats a threaded BLAS call of this shape on a busy CPU.
+
+@lru_cache(maxsize=32)
+def _patch_offsets(kernel: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets ``[P]`` of a peak's patch rows/cols (``P = kernel + 4``) and their flat offsets ``[P, P]`` at width w."""
+    span = np.arange(-2 - kernel // 2, 3 + kernel // 2, dtype=np.intp)
+    flat = span[:, None] * w + span[None, :]
+    span.setflags(write=False)
+    flat.setflags(write=False)
+    return span, flat
+
+
+# Derivatives from the 5x5 log neighbourhood (flattened row-major): columns dx, dy, dxx, dyy, dxy as in DARK.
+_DARK_DERIV = np.zeros((5, 5, 5))
+_DARK_DERIV[2, 3, 0], _DARK_DERIV[2, 1, 0] = 0.5, -0.5
+_DARK_DERIV[3, 2, 1], _DARK_DERIV[1, 2, 1] = 0.5, -0.5
+_DARK_DERIV[2, 4, 2], _DARK_DERIV[2, 2, 2], _DARK_DERIV[2, 0, 2] = 0.25, -0.5, 0.25
+_DARK_DERIV[4, 2, 3], _DARK_DERIV[2, 2, 3], _DARK_DERIV[0, 2, 3] = 0.25, -0.5, 0.25
+_DARK_DERIV[3, 3, 4], _DARK_DERIV[1, 3, 4], _DARK_DERIV[3, 1, 4], _DARK_DERIV[1, 1, 4] = 0.25, -0.25, -0.25, 0.25
+_DARK_DERIV = _DARK_DERIV.reshape(25, 5)
+_DARK_TAP_INDEX = np.flatnonzero(_DARK_TAPS)
+
+
+def _dark_offsets(logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Newton step ``-H^-1 g`` ``[M,2]`` from log-heatmap neighbourhoods ``logs[M, 25]`` (5x5, row-major).
+
+    Also returns where the step is usable: the Hessian is not singular and the step is finite and bounded.
     """
-    r = g.size // 2
-
-    def part(start: int) -> np.ndarray:
-        return a[(slice(None),) * axis + (slice(start, start + 5),)]
-
-    out = part(r) * np.float32(g[r])
-    for t in range(r):
-        pair = part(t) + part(2 * r - t)
-        pair *= np.float32(g[t])
-        out += pair
-    return out
-
-
-def _dark_offsets(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Newton step ``-H^-1 g`` ``[M,2]`` from log-heatmap neighbourhoods ``v[row, col, M]`` (5x5).
-
-    Also returns where the step is usable: the Hessian is not singular and the step is finite.
-    """
-    c = v[2, 2]
-    dx = 0.5 * (v[2, 3] - v[2, 1])
-    dy = 0.5 * (v[3, 2] - v[1, 2])
-    dxx = 0.25 * (v[2, 4] - 2.0 * c + v[2, 0])
-    dyy = 0.25 * (v[4, 2] - 2.0 * c + v[0, 2])
-    dxy = 0.25 * (v[3, 3] - v[1, 3] - v[3, 1] + v[1, 1])
+    dx, dy, dxx, dyy, dxy = (logs @ _DARK_DERIV).T
     det = dxx * dyy - dxy * dxy
     ok = np.abs(det) > _DET_EPS
     safe = np.where(ok, det, 1.0)
     # Explicit 2x2 inverse: H^-1 = [[dyy, -dxy], [-dxy, dxx]] / det.
-    ox = -(dyy * dx - dxy * dy) / safe
-    oy = -(dxx * dy - dxy * dx) / safe
-    offset = np.stack([ox, oy], axis=-1)
-    ok &= np.isfinite(offset).all(axis=-1) & (np.abs(offset) <= DARK_MAX_STEP).all(axis=-1)
+    offset = np.empty((len(det), 2))
+    offset[:, 0] = dxy * dy - dyy * dx
+    offset[:, 1] = dxy * dx - dxx * dy
+    offset /= safe[:, None]
+    ok &= (np.abs(offset) <= DARK_MAX_STEP).all(axis=1)  # also False where the step is NaN or infinite
     return offset, ok
 
 
@@ -170,15 +181,16 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.nda
     peak. Peaks closer than 2 px to a border, flat neighbourhoods (det ~ 0) and maps whose blur has no
     positive value keep their input coordinates.
 
-    Only the ``(kernel + 4)^2`` patch around each peak is blurred. The rescale factor multiplies the
-    whole map, so it cancels in every derivative of the log unless the clamp bites. When the blurred
-    values DARK reads are all above the clamp (the usual case) the rescale is skipped; a map whose
-    maximum is below the clamp is flat after it (no step); the rare rest is blurred in full.
+    Only the ``(kernel + 4)^2`` patch around each peak is blurred, as two small matrix products (the blur is
+    separable and linear). The rescale factor multiplies the whole map, so it cancels in every derivative of
+    the log unless the clamp bites. When the blurred values DARK reads are all above the clamp (the usual
+    case) the rescale is skipped; a map whose maximum is below the clamp is flat after it (no step); the
+    rare rest is blurred in full.
     """
     hm = np.asarray(heatmaps, dtype=np.float32)
     n, k, h, w = hm.shape
     out = np.array(coords, dtype=np.float32).reshape(n * k, 2)
-    g = _gaussian_kernel(kernel)  # validates the size
+    band = _dark_band(kernel)  # validates the size
     if h < 5 or w < 5 or n * k == 0:
         return out.reshape(n, k, 2)
     m, x, y = _grid_index(hm, coords)
@@ -188,26 +200,19 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.nda
 
     # Gather each peak's (kernel + 4)^2 patch. Indices past a map's edge are wrapped (clipped at the
     # array's ends) and then zeroed by the masks, which is the zero padding.
-    span = np.arange(-2 - kernel // 2, 3 + kernel // 2, dtype=np.intp)
-    offsets = span[:, None] * w + span[None, :]  # [row, col]
-    idx = (m * (h * w) + yc * w + xc)[:, None, None] + offsets
-    patch = hm.reshape(-1).take(idx, mode="clip")  # [M, row, col]
-    cols = xc[:, None] + span
-    rows = yc[:, None] + span
-    col_ok = ((cols >= 0) & (cols < w)).T  # [col, M]
-    row_ok = ((rows >= 0) & (rows < h)).T  # [row, M]
-    # To [col, row, M] so every convolution step below runs over contiguous memory.
-    patch_t = np.empty((span.size, span.size, n * k), dtype=np.float32)
-    np.multiply(patch.transpose(2, 1, 0), col_ok[:, None, :], out=patch_t)
-
-    blur_x = _conv5(patch_t, g, axis=0)  # [col(5), row, M]
-    blur_x *= row_ok
-    local = _conv5(blur_x, g, axis=1).transpose(1, 0, 2).astype(np.float64)  # [row(5), col(5), M]
+    span, offsets = _patch_offsets(kernel, w)
+    patch = hm.reshape(-1).take((m * (h * w) + yc * w + xc)[:, None, None] + offsets, mode="clip")  # [M, row, col]
+    row_ok = (yc[:, None] + span).view(np.uintp) < h  # negative indices wrap to huge unsigned values
+    col_ok = (xc[:, None] + span).view(np.uintp) < w
+    patch = patch.astype(np.float64)
+    patch *= row_ok[:, :, None]
+    patch *= col_ok[:, None, :]
+    local = (band @ (patch @ band.T)).reshape(-1, 25)  # [M, row(5) * col(5)]
 
     with np.errstate(invalid="ignore"):
-        fast = local[_DARK_TAPS].min(axis=0) >= 2.0 * _LOG_FLOOR
+        fast = local[:, _DARK_TAP_INDEX].min(axis=1) >= 2.0 * _LOG_FLOOR
         logs = np.log(np.maximum(local, _LOG_FLOOR))
-    usable = inside.copy()
+    usable = inside
     slow = np.flatnonzero(inside & ~fast)
     if slow.size:
         maps = hm.reshape(-1, h, w)
@@ -216,7 +221,7 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.nda
         usable[slow[~(peak >= _LOG_FLOOR)]] = False
         full = slow[peak >= _LOG_FLOOR]
         if full.size:
-            logs[:, :, full], usable[full] = _dark_modulated_full(maps, full, x, y, kernel)
+            logs[full], usable[full] = _dark_modulated_full(maps, full, x, y, kernel)
 
     offset, ok = _dark_offsets(logs)
     ok &= usable
@@ -227,7 +232,7 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.nda
 def _dark_modulated_full(
     maps: np.ndarray, sel: np.ndarray, x: np.ndarray, y: np.ndarray, kernel: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Whole-map DARK modulation where the 1e-10 clamp matters: logs ``[5,5,S]`` and usable ``[S]``."""
+    """Whole-map DARK modulation where the 1e-10 clamp matters: logs ``[S, 25]`` (5x5 row-major) and usable ``[S]``."""
     _, h, w = maps.shape
     sub = maps[sel].astype(np.float64)
     blurred = _band(kernel, h).T @ sub @ _band(kernel, w)
@@ -235,10 +240,10 @@ def _dark_modulated_full(
     usable = bmax > 0
     scale = np.where(usable, sub.max(axis=(1, 2)) / np.where(usable, bmax, 1.0), 0.0)
     off = np.arange(-2, 3)
-    rows = y[sel] + off[:, None, None]
-    cols = x[sel] + off[None, :, None]
-    local = blurred[np.arange(sel.size), rows, cols]  # [row, col, S]
-    logs = np.log(np.maximum(local * scale, _LOG_FLOOR))
+    rows = y[sel][:, None, None] + off[None, :, None]
+    cols = x[sel][:, None, None] + off[None, None, :]
+    local = blurred[np.arange(sel.size)[:, None, None], rows, cols].reshape(sel.size, 25)  # [S, row * col]
+    logs = np.log(np.maximum(local * scale[:, None], _LOG_FLOOR))
     return logs, usable
 
 
