@@ -72,29 +72,32 @@ def refine_with_heatmap(
     if n * k == 0 or h * w == 0:
         return pts.copy(), np.zeros((n, k), dtype=np.float32)
 
-    finite = np.isfinite(pts).all(axis=-1)
-    with np.errstate(invalid="ignore"):
-        safe = np.where(finite[..., None], pts, -1.0).astype(np.float64)
-        r = np.trunc(safe) if rounding == "truncate" else np.rint(safe)
-    cx = np.clip(r[..., 0], -1, w).astype(np.intp)  # [N,K]
-    cy = np.clip(r[..., 1], -1, h).astype(np.intp)
-    centred = finite & (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    # ufuncs and their reduce rather than np.clip / .sum() / np.stack: per frame the calls cost more than the sums.
+    finite = np.logical_and.reduce(np.isfinite(pts), axis=-1)
+    safe = np.where(finite[..., None], pts, -1.0).astype(np.float64)
+    r = np.trunc(safe) if rounding == "truncate" else np.rint(safe)
+    cxy = np.minimum(np.maximum(r, -1), np.array([w, h])).astype(np.intp)  # [N,K,2]
+    cx, cy = cxy[..., 0], cxy[..., 1]
+    centred = finite & np.logical_and.reduce(cxy.view(np.uintp) < np.array([w, h], dtype=np.uintp), axis=-1)
 
     span = np.arange(-(kernel // 2), kernel // 2 + 1, dtype=np.intp)
     cols = cx[..., None, None] + span[None, :]  # [N,K,1,kw]
     rows = cy[..., None, None] + span[:, None]  # [N,K,kh,1]
-    inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)  # [N,K,kh,kw]
+    inside = (cols.view(np.uintp) < w) & (rows.view(np.uintp) < h)  # [N,K,kh,kw]; negatives wrap to huge
     b = np.arange(n)[:, None, None, None]
     c = np.arange(k)[None, :, None, None]
-    win = hm[b, c, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)]  # [N,K,kh,kw]
+    win = hm[b, c, np.minimum(np.maximum(rows, 0), h - 1), np.minimum(np.maximum(cols, 0), w - 1)]  # [N,K,kh,kw]
     if logits:
         win = _sigmoid(win)
     win = np.where(inside & centred[..., None, None] & (win > 0), win, np.float32(0.0)).astype(np.float64)
 
-    total = win.sum(axis=(2, 3))
-    peak = win.max(axis=(2, 3))
-    mean_x = (win.sum(axis=2) * (cx[..., None] + span)).sum(axis=-1) / np.where(total > 0, total, 1.0)
-    mean_y = (win.sum(axis=3) * (cy[..., None] + span)).sum(axis=-1) / np.where(total > 0, total, 1.0)
+    flat = win.reshape(n, k, -1)
+    total = np.add.reduce(flat, axis=2)
+    peak = np.maximum.reduce(flat, axis=2)
+    denom = np.where(total > 0, total, 1.0)
+    mean = np.empty((n, k, 2))
+    mean[..., 0] = np.add.reduce(np.add.reduce(win, axis=2) * (cx[..., None] + span), axis=-1) / denom
+    mean[..., 1] = np.add.reduce(np.add.reduce(win, axis=3) * (cy[..., None] + span), axis=-1) / denom
     use = centred & (peak >= min_score) & (total > 0)
-    refined = np.where(use[..., None], np.stack([mean_x, mean_y], axis=-1), pts)
+    refined = np.where(use[..., None], mean, pts)
     return refined.astype(np.float32), peak.astype(np.float32)

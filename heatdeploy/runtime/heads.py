@@ -124,7 +124,8 @@ def _decode_landmarks(spec: ModelSpec, outputs: Mapping[str, np.ndarray], codec:
     flat = np.asarray(_output(outputs, lm.name, "landmarks"), dtype=np.float32)
     n = flat.shape[0]
     parts = split_landmarks(flat.reshape(n, -1), spec.num_keypoints, lm.fields)
-    xy = np.stack([parts["x"], parts["y"]], axis=-1)
+    xy = np.empty(parts["x"].shape + (2,), dtype=np.float32)
+    xy[..., 0], xy[..., 1] = parts["x"], parts["y"]
     if lm.coords == "normalized":
         xy = xy * np.array([spec.input.width, spec.input.height], dtype=np.float32)
     kp_presence = _sigmoid(parts["presence"]) if "presence" in parts else None  # a logit: "in frame"

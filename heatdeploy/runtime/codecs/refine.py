@@ -143,32 +143,29 @@ def _patch_offsets(kernel: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return span, flat
 
 
-# Derivatives from the 5x5 log neighbourhood (flattened row-major): columns dx, dy, dxx, dyy, dxy as in DARK.
-_DARK_DERIV = np.zeros((5, 5, 5))
-_DARK_DERIV[2, 3, 0], _DARK_DERIV[2, 1, 0] = 0.5, -0.5
-_DARK_DERIV[3, 2, 1], _DARK_DERIV[1, 2, 1] = 0.5, -0.5
-_DARK_DERIV[2, 4, 2], _DARK_DERIV[2, 2, 2], _DARK_DERIV[2, 0, 2] = 0.25, -0.5, 0.25
-_DARK_DERIV[4, 2, 3], _DARK_DERIV[2, 2, 3], _DARK_DERIV[0, 2, 3] = 0.25, -0.5, 0.25
-_DARK_DERIV[3, 3, 4], _DARK_DERIV[1, 3, 4], _DARK_DERIV[3, 1, 4], _DARK_DERIV[1, 1, 4] = 0.25, -0.25, -0.25, 0.25
-_DARK_DERIV = _DARK_DERIV.reshape(25, 5)
-_DARK_TAP_INDEX = np.flatnonzero(_DARK_TAPS)
+_DARK_TAP_INDEX = np.flatnonzero(_DARK_TAPS)  # the taps in a row-major 5x5 neighbourhood
 
 
-def _dark_offsets(logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Newton step ``-H^-1 g`` ``[M,2]`` from log-heatmap neighbourhoods ``logs[M, 25]`` (5x5, row-major).
+def _dark_offsets(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Newton step ``-H^-1 g`` ``[M,2]`` from log-heatmap neighbourhoods ``v[M, 25]`` (5x5, row-major).
 
     Also returns where the step is usable: the Hessian is not singular and the step is finite and bounded.
     """
-    dx, dy, dxx, dyy, dxy = (logs @ _DARK_DERIV).T
+    c = v[:, 12]
+    dx = 0.5 * (v[:, 13] - v[:, 11])
+    dy = 0.5 * (v[:, 17] - v[:, 7])
+    dxx = 0.25 * (v[:, 14] - 2.0 * c + v[:, 10])
+    dyy = 0.25 * (v[:, 22] - 2.0 * c + v[:, 2])
+    dxy = 0.25 * (v[:, 18] - v[:, 8] - v[:, 16] + v[:, 6])
     det = dxx * dyy - dxy * dxy
-    ok = np.abs(det) > _DET_EPS
+    ok = np.absolute(det) > _DET_EPS
     safe = np.where(ok, det, 1.0)
     # Explicit 2x2 inverse: H^-1 = [[dyy, -dxy], [-dxy, dxx]] / det.
     offset = np.empty((len(det), 2))
     offset[:, 0] = dxy * dy - dyy * dx
     offset[:, 1] = dxy * dx - dxx * dy
     offset /= safe[:, None]
-    ok &= (np.abs(offset) <= DARK_MAX_STEP).all(axis=1)  # also False where the step is NaN or infinite
+    ok &= np.logical_and.reduce(np.absolute(offset) <= DARK_MAX_STEP, axis=1)  # False for NaN and inf too
     return offset, ok
 
 
@@ -194,9 +191,9 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.nda
     if h < 5 or w < 5 or n * k == 0:
         return out.reshape(n, k, 2)
     m, x, y = _grid_index(hm, coords)
-    inside = (x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)
-    xc = np.clip(x, 2, w - 3)
-    yc = np.clip(y, 2, h - 3)
+    inside = ((x - 2).view(np.uintp) <= w - 5) & ((y - 2).view(np.uintp) <= h - 5)  # 2 <= x <= w - 3, as y
+    xc = np.minimum(np.maximum(x, 2), w - 3)
+    yc = np.minimum(np.maximum(y, 2), h - 3)
 
     # Gather each peak's (kernel + 4)^2 patch. Indices past a map's edge are wrapped (clipped at the
     # array's ends) and then zeroed by the masks, which is the zero padding.
@@ -209,14 +206,15 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.nda
     patch *= col_ok[:, None, :]
     local = (band @ (patch @ band.T)).reshape(-1, 25)  # [M, row(5) * col(5)]
 
-    with np.errstate(invalid="ignore"):
-        fast = local[:, _DARK_TAP_INDEX].min(axis=1) >= 2.0 * _LOG_FLOOR
-        logs = np.log(np.maximum(local, _LOG_FLOOR))
+    # ufuncs and their reduce, not the Python-level wrappers (np.clip, .min(), np.flatnonzero): per frame, the
+    # number of calls into cold code costs more than their arithmetic.
+    fast = np.minimum.reduce(local[:, _DARK_TAP_INDEX], axis=1) >= 2.0 * _LOG_FLOOR
+    logs = np.log(np.maximum(local, _LOG_FLOOR))
     usable = inside
-    slow = np.flatnonzero(inside & ~fast)
+    slow = (inside & ~fast).nonzero()[0]
     if slow.size:
         maps = hm.reshape(-1, h, w)
-        peak = maps[slow].max(axis=(1, 2))
+        peak = np.maximum.reduce(maps[slow].reshape(slow.size, -1), axis=1)
         # Maximum under the clamp: the clamped log-map is flat (or NaN), so there is no step.
         usable[slow[~(peak >= _LOG_FLOOR)]] = False
         full = slow[peak >= _LOG_FLOOR]
