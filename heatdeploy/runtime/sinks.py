@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,10 +28,14 @@ class SinkError(HeatdeployError, OSError):
 
 @dataclass
 class FrameResult:
-    """One frame's decoded keypoints (``[K, 2]``, or ``[M, K, 2]`` for multi-instance heads) and record."""
+    """One frame's decoded keypoints (``[K, 2]``, or ``[M, K, 2]`` for multi-instance heads) and record.
+
+    The JSON record is made on first use (``make_record``, or the record itself), so a stream writing only
+    video builds none.
+    """
 
     frame: Frame
-    record: dict[str, Any]
+    make_record: Callable[[], dict[str, Any]] | dict[str, Any]
     keypoints: np.ndarray
     scores: np.ndarray
     presence: np.ndarray
@@ -40,6 +44,15 @@ class FrameResult:
     names: Sequence[str] = ()
     labels: str = "none"
     _overlay: np.ndarray | None = field(default=None, repr=False)
+    _record: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The frame's JSON record (made once, shared by every sink that writes it)."""
+        if self._record is None:
+            made = self.make_record
+            self._record = made if isinstance(made, dict) else made()
+        return self._record
 
     def overlay(self) -> np.ndarray:
         """The frame with its keypoints drawn (computed once, shared by every sink that needs it)."""

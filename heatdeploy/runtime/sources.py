@@ -8,6 +8,7 @@ in one line instead of being allocated. This module holds the one image reader o
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -368,7 +369,7 @@ class VideoSource:
                     ts = time.monotonic() - start
                 else:
                     ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
-                    ts = ms / 1000.0 if np.isfinite(ms) and ms >= 0 else (i / self.fps if self.fps else None)
+                    ts = ms / 1000.0 if math.isfinite(ms) and ms >= 0 else (i / self.fps if self.fps else None)
                 yield Frame(i, to_bgr8(image, where=self.label), f"{self.stem}_{i:06d}", ts, self.label)
                 i += 1
         finally:

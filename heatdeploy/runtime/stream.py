@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -316,29 +317,34 @@ class Stream:
         if self.cfg.smooth is not None and pred is not None:
             self._smooth(pred, [(f, int(starts[i])) for i, f in enumerate(frames)
                                 if cut.counts[i] == 1 and not cut.several[i]])
-        records = [] if pred is None else pred.to_records(spec.keypoints)
         t1 = time.perf_counter()
         self.stats.add("decode", t1 - t0)
+        records = _BatchRecords(pred, spec.keypoints)  # built on first use: only the JSON sinks need them
         for i, frame in enumerate(frames):
             a, b = int(starts[i]), int(starts[i + 1])
-            rec: dict[str, Any] = {"frame": frame.index, "name": frame.name, "timestamp": _round(frame.timestamp),
-                                   ("image" if self.source.kind == "images" else "source"): frame.source}
-            box = None if cut.boxes is None else [[round(float(v), 2) for v in bx] for bx in cut.boxes[a:b]]
-            if cut.several[i]:
-                h, w = frame.image.shape[:2]
-                rec |= {"height": h, "width": w, "instances": [{"box": bx, "keypoints": r["keypoints"]}
-                                                               for bx, r in zip(box or [], records[a:b], strict=True)]}
-            else:
-                rec |= ({"box": box[0]} if box else {}) | records[a]
             sl = slice(a, b) if cut.several[i] else a
             k = spec.num_keypoints
             arrays = (pred.keypoints[sl], pred.scores[sl], pred.presence[sl], pred.present[sl]) if pred is not None \
                 else (np.zeros((0, k, 2)), np.zeros((0, k)), np.zeros((0, k)), np.zeros((0, k), bool))
-            result = FrameResult(frame, rec, *arrays, spec.skeleton, spec.keypoints, self.cfg.labels)
+            make = partial(self._record, frame, cut, i, a, b, records)
+            result = FrameResult(frame, make, *arrays, spec.skeleton, spec.keypoints, self.cfg.labels)
             for s in self.sinks:
                 s.write(result)
         self.stats.add("sinks", time.perf_counter() - t1)
         self.stats.frame_done(len(frames))
+
+    def _record(self, frame: Frame, cut: Crops, i: int, a: int, b: int, records: _BatchRecords) -> dict[str, Any]:
+        """Frame ``i``'s JSON record: its crops ``a:b`` of the batch (one person, or a list of instances)."""
+        rec: dict[str, Any] = {"frame": frame.index, "name": frame.name, "timestamp": _round(frame.timestamp),
+                               ("image" if self.source.kind == "images" else "source"): frame.source}
+        box = None if cut.boxes is None else [[round(float(v), 2) for v in bx] for bx in cut.boxes[a:b]]
+        if cut.several[i]:
+            h, w = frame.image.shape[:2]
+            rec |= {"height": h, "width": w, "instances": [{"box": bx, "keypoints": r["keypoints"]}
+                                                           for bx, r in zip(box or [], records()[a:b], strict=True)]}
+        else:
+            rec |= ({"box": box[0]} if box else {}) | records()[a]
+        return rec
 
     def _smooth(self, pred: Prediction, single: list[tuple[Frame, int]]) -> None:
         """Filter the frames with one person, in order (each depends on the one before)."""
@@ -347,6 +353,19 @@ class Stream:
         for f, j in single:
             t = f.timestamp if f.timestamp is not None else f.index / fps
             pred.keypoints[j] = self.cfg.smooth(pred.keypoints[j], t, pred.present[j][:, None])
+
+
+class _BatchRecords:
+    """A batch's per-crop records (``Prediction.to_records``), made once on the first call."""
+
+    def __init__(self, pred: Prediction | None, names: Sequence[str]) -> None:
+        self.pred, self.names = pred, names
+        self._records: list[dict[str, Any]] | None = None
+
+    def __call__(self) -> list[dict[str, Any]]:
+        if self._records is None:
+            self._records = [] if self.pred is None else self.pred.to_records(self.names)
+        return self._records
 
 
 def default_sinks(source: Any, out: Path | None, *, jsonl: str | None = None, video: Path | None = None,

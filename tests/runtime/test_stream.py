@@ -539,3 +539,19 @@ def test_several_boxes_per_frame_give_instances(tiny_bundle, tmp_path):
     assert recs[2]["box"] == [4, 4, 40, 40]
     np.testing.assert_allclose([[k["x"], k["y"]] for k in recs[2]["keypoints"]], one.keypoints[0], atol=0.006)
     assert _frame_count(tmp_path / "v.avi") == 3
+
+
+def test_records_are_built_only_for_sinks_that_write_them(tiny_bundle, tmp_path, monkeypatch):
+    from heatdeploy.runtime import Pipeline
+    from heatdeploy.runtime.pipeline import Prediction
+
+    calls = []
+    original = Prediction.to_records
+    monkeypatch.setattr(Prediction, "to_records", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    clip = write_video(tmp_path / "clip.avi", 5)
+    pipe = Pipeline.load(tiny_bundle)
+    run_stream(pipe, open_source([str(clip)]), [VideoSink(tmp_path / "v.avi", 25.0)], StreamConfig())
+    assert calls == [] and (tmp_path / "v.avi").exists()  # a video-only run makes no JSON records
+    both = [JsonlSink(tmp_path / "p.jsonl"), VideoSink(tmp_path / "w.avi", 25.0)]
+    run_stream(pipe, open_source([str(clip)]), both, StreamConfig(batch_size=2))
+    assert len(calls) == 3 and len(_lines(tmp_path / "p.jsonl")) == 5  # once per batch, shared by the sinks
