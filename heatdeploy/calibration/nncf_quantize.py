@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nncf
 import numpy as np
@@ -33,6 +33,9 @@ from heatdeploy.calibration.float_scope import LayerInfo, constant_flags, float_
 from heatdeploy.calibration.float_scope import output_tails as _tails
 from heatdeploy.calibration.sources import CalibrationError, CalibrationSource
 from heatdeploy.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +349,116 @@ class NncfQuantizeReport:
         return {**self.to_dict(), "summary": self.summary()}
 
 
+QUANT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")  # NNCF (OpenVINO CPU) quantizes their activation inputs
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+PROPAGATE_OPS = ("Pad", "MaxPool", "Transpose", "Reshape", "Flatten", "Identity")
+
+
+# --- where NNCF's quantizers sit on OpenVINO, in ONNX terms (QAT's placement) ---------------------------
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    from onnx import helper  # onnx only where an ONNX graph is at hand
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def quant_sites(model: onnx.ModelProto, spec: ModelSpec) -> tuple[dict[str, set[str]], list[str], dict[str, str]]:
+    """(activation tensor -> the nodes that read it quantized, quantized weight initializers, float scope).
+
+    The float scope is OpenVINO INT8's own rule (head tails of the decoded outputs keep their last conv
+    float, saturating ops stay float); a node in it reads float inputs.
+    """
+    from heatdeploy.calibration.graph import layer_view as onnx_layer_view
+
+    scope = float_layers(onnx_layer_view(model), [o.name for o in model.graph.output], "base",
+                         last_compute=set(spec.output_names))
+    inits = {i.name for i in model.graph.initializer}
+    consts = inits | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    acts: dict[str, set[str]] = {}
+    weights: list[str] = []
+    for node in model.graph.node:
+        if node.op_type not in QUANT_OPS or node.name in scope:
+            continue
+        for i, name in enumerate(node.input):
+            if not name:
+                continue
+            if name in consts:
+                if i == 1 and node.op_type in WEIGHT_OPS and name in inits:
+                    weights.append(name)
+                continue
+            acts.setdefault(name, set()).add(node.name)
+    return _propagate_up(model, acts, consts), weights, scope
+
+
+def _propagate_up(model: onnx.ModelProto, acts: dict[str, set[str]], consts: set[str]) -> dict[str, set[str]]:
+    """Move a quantizer above the value-moving op that produced its tensor, as NNCF does on OpenVINO: a
+    quantized Pad/MaxPool/Transpose runs INT8 (a Pad folds into the conv) instead of a float op followed by a
+    standalone FakeQuantize. Only when every reader of the tensor was quantized there (same values)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, set[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, set()).add(n.name)
+    moved = True
+    while moved:
+        moved = False
+        for t in list(acts):
+            node = producer.get(t)
+            if node is None or node.op_type not in PROPAGATE_OPS or acts[t] != readers.get(t, set()):
+                continue
+            src = node.input[0]
+            if src in consts:
+                continue
+            del acts[t]
+            acts.setdefault(src, set()).add(node.name)
+            moved = True
+    return acts
+
+
+def channel_axis(model: onnx.ModelProto, weight: str) -> int:
+    """The output-channel axis of a weight: 0 for Conv and transB Gemm, 1 for ConvTranspose, else the last."""
+    for node in model.graph.node:
+        if len(node.input) > 1 and node.input[1] == weight:
+            if node.op_type == "Conv" or (node.op_type == "Gemm" and _attrs(node).get("transB", 0)):
+                return 0
+            return 1 if node.op_type == "ConvTranspose" else -1
+    return 0
+
+
+def qat_start(ir: ov.Model, model: Any, spec: ModelSpec) -> tuple[dict[str, tuple[float, float]],
+                                                                   dict[str, np.ndarray]]:
+    """An NNCF INT8 IR's per-tensor activation ranges and bias-corrected biases, keyed by the ONNX tensors /
+    bias initializers they belong to: QAT starts from that model, not from min/max without bias correction.
+
+    OpenVINO keeps the ONNX tensor names on its ports; a quantizer NNCF put past a value-moving op
+    (Pad, Transpose...) belongs to that op's input, as :func:`quant_sites` places it. ``model``: the
+    ``onnx.ModelProto`` the IR was converted from."""
+    acts = quant_sites(model, spec)[0]
+    alias = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type in PROPAGATE_OPS}
+    conv_bias = {n.output[0]: n.input[2] for n in model.graph.node if n.op_type in WEIGHT_OPS and len(n.input) > 2}
+    ranges: dict[str, tuple[float, float]] = {}
+    biases: dict[str, np.ndarray] = {}
+    for op in ir.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "FakeQuantize" and op.input_value(1).get_node().get_type_name() == "Constant":
+            lo, hi = (op.input_value(i).get_node().get_data() for i in (1, 2))
+            if lo.size != 1:
+                continue  # per-channel: a weight quantizer
+            for t in op.input_value(0).get_names():
+                while t in alias and t not in acts:
+                    t = alias[t]
+                if t in acts:
+                    ranges.setdefault(t, (float(lo.min()), float(hi.max())))
+        elif kind == "Add":
+            names = [n for n in op.output(0).get_names() if n in conv_bias]
+            consts = [op.input_value(i).get_node() for i in range(2)
+                      if op.input_value(i).get_node().get_type_name() == "Constant"]
+            if names and consts:
+                biases[conv_bias[names[0]]] = consts[0].get_data().reshape(-1).astype(np.float32)
+    return ranges, biases
+
+
 def quantize_openvino_int8(
     model: ov.Model,
     spec: ModelSpec,
@@ -474,6 +587,7 @@ def _accuracy_control(model: ov.Model, plain: ov.Model, plain_layers: dict[str, 
 
 
 __all__ = [
-    "KeypointValidator", "NncfQuantizeReport", "SampleStream", "float_scope", "layer_precisions", "output_tails",
+    "KeypointValidator", "NncfQuantizeReport", "PROPAGATE_OPS", "QUANT_OPS", "SampleStream", "WEIGHT_OPS",
+    "channel_axis", "float_scope", "layer_precisions", "output_tails", "qat_start", "quant_sites",
     "quantize_openvino_int8", "quantized_inputs", "saturating_nodes",
 ]

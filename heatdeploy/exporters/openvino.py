@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -173,6 +174,8 @@ def add_openvino_artifact(
     source: str = SOURCE_ARTIFACT,
     check: bool = True,
     float_part: str = "auto",
+    qat: str = "auto",
+    budget_s: float = 300.0,
 ) -> Artifact:
     """Convert the bundle's ``onnx-fp32`` to OpenVINO at ``precision``, write it and record it in the manifest.
 
@@ -187,6 +190,9 @@ def add_openvino_artifact(
     bounded by ``max_iterations`` and ``ranking_subset_size``. ``check`` runs the IR and ORT FP32 on two
     seeded inputs and records the largest difference per output. ``float_part`` (INT8): auto | f32 | bf16,
     the precision the layers NNCF leaves float compile with (auto: measured, see :func:`_quantize`).
+    ``qat`` (INT8): off | auto | on, quantization-aware fine-tuning by distillation
+    (:mod:`heatdeploy.calibration.qat`; auto: only when the post-training INT8 does not hold the gate's keypoint
+    limits faster than bf16), its training bounded by ``budget_s`` seconds.
 
     Returns the recorded Artifact; its ``calibration`` holds the NNCF report for INT8 (``summary``,
     ``excluded``, ``layers``, ``accuracy_control.reverted_to_fp32``).
@@ -221,7 +227,8 @@ def add_openvino_artifact(
                            accuracy_control=accuracy_control, accuracy_data=accuracy_data,
                            validation_size=validation_size, pck_alpha=pck_alpha, target_device=target_device,
                            fast_bias_correction=fast_bias_correction, max_iterations=max_iterations,
-                           ranking_subset_size=ranking_subset_size, float_part=float_part)
+                           ranking_subset_size=ranking_subset_size, float_part=float_part, qat=qat,
+                           budget_s=budget_s)
         model, calibration, tools["nncf"] = _quantize(model, bundle, opts, onnx_path=onnx_path)
     embed_rt_info(model, spec, precision, extra_rt, inference_precision(precision, calibration))
 
@@ -315,7 +322,8 @@ class NncfOptions:
     """NNCF INT8 settings as one value from the bundle step down to NNCF (meanings: add_openvino_artifact).
 
     ``float_part``: auto (measure f32 and bf16 float parts, keep the fastest that holds the gate's keypoint
-    limits: :mod:`heatdeploy.calibration.ov_float_part`), f32 or bf16.
+    limits: :mod:`heatdeploy.calibration.ov_float_part`), f32 or bf16. ``qat``: off | auto | on
+    (:func:`_qat_candidate`), ``budget_s`` its training time.
     """
 
     calib: str | None = None
@@ -332,6 +340,11 @@ class NncfOptions:
     max_iterations: int = 20
     ranking_subset_size: int | None = 100
     float_part: str = "auto"
+    qat: str = "auto"
+    budget_s: float = 300.0
+
+
+QAT_MODES = ("off", "auto", "on")
 
 
 def _quantize(model: ov.Model, bundle: Bundle, opts: NncfOptions, *, onnx_path: Path | None = None,
@@ -371,7 +384,102 @@ def _quantize(model: ov.Model, bundle: Bundle, opts: NncfOptions, *, onnx_path: 
     record["notes"] = [*record.get("notes", []), *choice.notes]
     advice = [n for n in choice.notes if n.startswith("recommendation")]  # shown on screen with the summary
     record["summary"] = "; ".join([f"{record['summary']}; float part {choice.chosen}", *advice])
+    if opts.qat not in QAT_MODES:
+        raise OpenVinoExportError(f"qat {opts.qat!r}: choose one of {', '.join(QAT_MODES)}")
+    # accuracy control is the user's own way to hold the limits: auto leaves its result alone
+    if opts.qat == "on" or (opts.qat == "auto" and opts.accuracy_control is None and not _pays(choice.to_dict())):
+        quantized = _qat_candidate(model, quantized, record, bundle, opts, source, held, onnx_path, frames)
     return quantized, record, nncf.__version__
+
+
+def _point(choice: dict[str, Any]) -> dict[str, Any]:
+    """The measured point of the INT8 a float-part choice (its record) chose."""
+    return next(p for p in choice["points"] if p["name"] == f"int8@{choice['chosen']}")
+
+
+def _faster_than_bf16(choice: dict[str, Any]) -> bool:
+    """The chosen INT8 is faster than the FP32 model at bf16 (f32 where the CPU has no bf16); True unmeasured."""
+    points = {p["name"]: p for p in choice["points"]}
+    ref = points.get("fp32@bf16") or points.get("fp32@f32") or {}
+    mine = _point(choice)
+    return mine.get("ms") is None or ref.get("ms") is None or mine["ms"] < ref["ms"]
+
+
+def _pays(choice: dict[str, Any]) -> bool:
+    """The chosen INT8 holds the gate's keypoint limits and is faster than OpenVINO bf16."""
+    return bool(_point(choice).get("holds")) and _faster_than_bf16(choice)
+
+
+def _qat_candidate(model: ov.Model, quantized: ov.Model, record: dict[str, Any], bundle: Bundle, opts: NncfOptions,
+                   source: Any, held: Any, onnx_path: Path | None, frames: int) -> ov.Model:
+    """Quantization-aware fine-tuning by distillation, started from a base-scope NNCF INT8 (every layer INT8
+    but the float scope: the model that pays), kept when it holds the gate's keypoint limits (and, when the
+    post-training INT8 holds them too, is faster). The record's ``qat`` says what was done and why."""
+    import onnx
+
+    from heatdeploy.calibration import qat
+    from heatdeploy.calibration.nncf_quantize import layer_precisions, qat_start, quantize_openvino_int8
+    from heatdeploy.calibration.ov_float_part import choose_float_part
+
+    if onnx_path is None:
+        record["qat"] = {"chosen": False, "why": "QAT needs the model as ONNX"}
+        return quantized
+    t0 = time.perf_counter()
+    try:
+        import torch  # noqa: F401 - the export extra: without it there is no QAT, say so
+    except ImportError as exc:
+        record["qat"] = {"chosen": False, "why": f"QAT needs torch (the export extra): {exc}"}
+        return quantized
+    spec = bundle.spec
+    batches = list(held.batches(frames))
+    if opts.keep_fp32 == "base" and opts.accuracy_control is None:
+        base, base_choice = quantized, record["float_part"]
+    else:
+        base, _ = quantize_openvino_int8(model, spec, source, preset=opts.preset, keep_fp32="base",
+                                         target_device=opts.target_device,
+                                         fast_bias_correction=opts.fast_bias_correction)
+        base_choice = choose_float_part(model, base, spec, batches, requested=opts.float_part).to_dict()
+    if opts.qat == "auto" and not _faster_than_bf16(base_choice):
+        record["qat"] = {"chosen": False, "why": "INT8 with only the base float scope is not faster than OpenVINO "
+                         "bf16 here: fine-tuning cannot pay", "base_float_part": base_choice}
+        return quantized
+    if opts.qat == "auto" and _pays(base_choice):
+        record["qat"] = {"chosen": False, "why": "INT8 with only the base float scope already holds the limits "
+                         "faster than bf16: kept, no fine-tuning", "base_float_part": base_choice}
+        record.update(float_part=base_choice, layers=layer_precisions(base))
+        record["notes"] = [*record.get("notes", []), record["qat"]["why"]]
+        record["summary"] = f"{record['summary']}; {record['qat']['why']}"
+        return base
+    try:
+        onnx_model = onnx.load(str(onnx_path))
+        images = np.concatenate(list(source.batches(8)))
+        budget = max(0.0, opts.budget_s - (time.perf_counter() - t0))
+        log.info("OpenVINO INT8: QAT by distillation on %d frames (budget %.0f s)", len(images), budget)
+        tuned = qat.finetune(onnx_path, spec, images, qat.QatOptions(budget_s=budget), qat.progress_logger(),
+                             start=qat_start(base, onnx_model, spec))
+        with tempfile.TemporaryDirectory(prefix="heatdeploy-qat-") as tmp:
+            candidate = qat.qat_openvino(tuned, tmp)
+    except qat.QatError as exc:
+        record["qat"] = {"chosen": False, "why": str(exc)}
+        return quantized
+    choice = choose_float_part(model, candidate, spec, batches, requested=opts.float_part)
+    q_point, p_point = _point(choice.to_dict()), _point(record["float_part"])
+    faster = q_point.get("ms") is None or p_point.get("ms") is None or q_point["ms"] < p_point["ms"]
+    chosen = bool(q_point["holds"]) and (not p_point["holds"] or faster)
+    why = ("holds the gate's keypoint limits" + ("" if not p_point["holds"] else ", faster than post-training")
+           if chosen else "does not hold the gate's keypoint limits" if not q_point["holds"]
+           else "post-training INT8 holds the limits and is as fast")
+    record["qat"] = {**tuned.report.to_dict(), "chosen": chosen, "why": why, "total_s": round(
+        time.perf_counter() - t0, 1), "float_part": choice.to_dict()}
+    record["notes"] = [*record.get("notes", []), f"QAT candidate {'chosen' if chosen else 'not chosen'}: {why} "
+                       f"(mean {q_point['mean_hm_px']:.3f} hm px, existence agreement "
+                       f"{q_point['existence_agreement']:.4f})"]
+    if not chosen:
+        return quantized
+    record["float_part"] = choice.to_dict()
+    record["layers"] = layer_precisions(candidate)
+    record["summary"] = f"{tuned.report.summary()}; float part {choice.chosen}"
+    return candidate
 
 
 def _resolve_keep(keep_fp32: str | Sequence[str], model: ov.Model, onnx_path: Path | None, spec: ModelSpec,
