@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -313,15 +314,15 @@ class Stream:
             box = track_box(pred.keypoints[-1], pred.present[-1], self.cfg.track_min_present) \
                 if pred is not None and last_single else None
             _put(self._next_box, box, self._stop)
-        starts = np.cumsum([0, *cut.counts])
+        starts = list(accumulate(cut.counts, initial=0))  # first crop of each frame (plain ints: no numpy call)
         if self.cfg.smooth is not None and pred is not None:
-            self._smooth(pred, [(f, int(starts[i])) for i, f in enumerate(frames)
+            self._smooth(pred, [(f, starts[i]) for i, f in enumerate(frames)
                                 if cut.counts[i] == 1 and not cut.several[i]])
         t1 = time.perf_counter()
         self.stats.add("decode", t1 - t0)
         records = _BatchRecords(pred, spec.keypoints)  # built on first use: only the JSON sinks need them
         for i, frame in enumerate(frames):
-            a, b = int(starts[i]), int(starts[i + 1])
+            a, b = starts[i], starts[i + 1]
             sl = slice(a, b) if cut.several[i] else a
             k = spec.num_keypoints
             arrays = (pred.keypoints[sl], pred.scores[sl], pred.presence[sl], pred.present[sl]) if pred is not None \
