@@ -124,10 +124,10 @@ def judge(bundle: Path, data: Any, limit: int) -> dict[str, Row]:
 
 def time_all(bundle: Path, rows: dict[str, Row]) -> None:
     """Batch-1, 1-thread bare engine calls, round-robin over every candidate; median ms into the rows."""
-    from heatdeploy.bench import backend_options
     from heatdeploy.bundle import Bundle
     from heatdeploy.runtime.backends import onnxruntime as ort_backend
     from heatdeploy.runtime.backends import openvino as ov_backend
+    from heatdeploy.runtime.backends.base import thread_options
 
     b = Bundle.load(bundle)
     spec = b.spec
@@ -139,9 +139,9 @@ def time_all(bundle: Path, rows: dict[str, Row]) -> None:
     for name, (engine, _) in CANDIDATES.items():
         path = b.path_of(b.artifact(name))
         if engine == "ORT":
-            engines[name] = ort_backend.load(path, {**backend_options("onnxruntime", 1), "inter_op_threads": 1})
+            engines[name] = ort_backend.load(path, {**thread_options("onnxruntime", 1), "inter_op_threads": 1})
         else:
-            engines[name] = ov_backend.load(path, backend_options("openvino", 1))
+            engines[name] = ov_backend.load(path, thread_options("openvino", 1))
     for e in engines.values():
         for _ in range(3):
             e.infer(feeds)

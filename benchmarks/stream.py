@@ -120,8 +120,8 @@ def main() -> int:
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
 
-    from heatdeploy.bench import backend_options
     from heatdeploy.runtime import Pipeline
+    from heatdeploy.runtime.backends.base import thread_options
     from heatdeploy.runtime.sources import open_source
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -132,7 +132,7 @@ def main() -> int:
 
             bundle = export_bundle("reference", tmp / "bundle")
         probe = Pipeline.load(bundle, artifact=args.artifact)
-        pipe = Pipeline.load(bundle, artifact=args.artifact, options=backend_options(probe.backend_name,
+        pipe = Pipeline.load(bundle, artifact=args.artifact, options=thread_options(probe.backend_name,
                                                                                      args.threads))
         clip = write_clip(tmp / "clip.avi", args.frames, size)
         tensors = [pipe.preprocess([f.image]).tensor for f in open_source([str(clip)])]

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 
 from heatdeploy.bundle import Bundle
-from heatdeploy.runtime.backends.base import BackendError, engine_installed, extra_hint
+from heatdeploy.runtime.backends.base import BackendError, engine_installed, extra_hint, thread_options
 from heatdeploy.runtime.pipeline import Pipeline
 from heatdeploy.runtime.preprocess import load_image
-
-THREAD_KEYS = {"onnxruntime": "intra_op_threads", "openvino": "num_threads"}
 
 
 @dataclass
@@ -40,11 +38,6 @@ class BenchRow:
     bare_infer_p50_ms: float
     overhead: float  # pipeline p50 / bare engine p50 on the same input
     vs_first: float = 1.0  # p50 speed-up over the first artifact at the same batch and threads
-
-
-def backend_options(backend: str, threads: int) -> dict[str, Any]:
-    key = THREAD_KEYS.get(backend)
-    return {key: threads} if key and threads else {}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -99,7 +92,7 @@ def run_bench(bundle_dir: str | Path, *, artifacts: Sequence[str] | None = None,
     for t in threads:
         for name in names:
             art = bundle.artifact(name)
-            pipe = Pipeline.load(bundle_dir, artifact=name, options=backend_options(art.backend, t))
+            pipe = Pipeline.load(bundle_dir, artifact=name, options=thread_options(art.backend, t))
             for b in batches:
                 if progress:
                     progress(f"{name} batch {b} threads {t or 'all'}")
