@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from heatdeploy.calibration import SYMMETRIC_ACTIVATIONS
+from heatdeploy.calibration import QAT_MODES, SYMMETRIC_ACTIVATIONS
 from heatdeploy.errors import HeatdeployError, InputError
 
 FORMATS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
@@ -66,7 +66,8 @@ class Int8Options:
     accuracy_control: float | None = None
     activation_type: str = "auto"
     symmetric_activations: bool = SYMMETRIC_ACTIVATIONS
-    budget_s: float = 300.0  # ORT: sensitivity pass + latency-measured mix search (calibration/search.py)
+    budget_s: float = 300.0  # ORT: sensitivity pass + latency-measured mix search; OpenVINO: QAT's training
+    qat: str = "off"  # OpenVINO INT8: off | auto | on (calibration/qat.py)
 
     def keep_list(self) -> str | list[str]:
         """A mode (auto, base, none) or the node names, as the quantizers take them."""
@@ -89,7 +90,7 @@ def export(model: str, out: str | Path, *, format: str = "onnx", precision: str 
            device: str | None = None, calib: str | None = None, calib_method: str = "auto",
            calib_size: int | None = None, seed: int = 0, keep_fp32: str = "auto", preset: str = "mixed",
            accuracy_control: float | None = None, force: bool = False, budget_s: float = 300.0,
-           hooks: Hooks = QUIET) -> ExportResult:
+           qat: str = "off", hooks: Hooks = QUIET) -> ExportResult:
     """``heatdeploy export``: MODEL -> bundle at ``out`` (FP32 ONNX, plus INT8 / OpenVINO / TensorRT artifacts).
 
     ``out`` may be new, empty, or a heatdeploy bundle (its other artifacts are kept while they still belong to
@@ -104,6 +105,7 @@ def export(model: str, out: str | Path, *, format: str = "onnx", precision: str 
         raise HeatdeployError(f"--precision {precision}: choose one of {', '.join(FORMATS[format])} for {format}")
     if precision == "int8" and calib is None:
         raise HeatdeployError("--precision int8 needs --calib DATA (an image folder, video, .npy or synthetic)")
+    check_qat(qat)
     check_export_target(out)
     profile = load_profile(device) if device else None
     opset_used, why = resolve_opset(profile, opset)
@@ -112,7 +114,7 @@ def export(model: str, out: str | Path, *, format: str = "onnx", precision: str 
     int8 = Int8Options(calib=calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
                        preset=preset, accuracy_control=accuracy_control,
                        activation_type=profile.activation_type if profile is not None else "auto",
-                       symmetric_activations=format == "tensorrt", budget_s=budget_s)  # TensorRT INT8 is symmetric
+                       symmetric_activations=format == "tensorrt", budget_s=budget_s, qat=qat)  # TensorRT: symmetric
     if model.endswith(".tflite"):
         from heatdeploy.exporters.tflite import check_tflite, require_spec
 
@@ -129,7 +131,7 @@ def export(model: str, out: str | Path, *, format: str = "onnx", precision: str 
         with hooks.status(f"OpenVINO {precision} export"):
             art = add_openvino_artifact(out, precision, calib=int8.calib, calib_size=int8.calib_size,
                                         seed=int8.seed, preset=int8.preset, accuracy_control=int8.accuracy_control,
-                                        keep_fp32=int8.keep_list())
+                                        keep_fp32=int8.keep_list(), qat=int8.qat, budget_s=int8.budget_s)
         hooks.log(summary_line(art))
         result.made.append(art.name)
     if format == "tensorrt":
@@ -240,6 +242,12 @@ def _import_onnx(src: Path, dest: Path, spec_path: str | None) -> tuple[Any, dic
 
 
 # --- export target: never delete what export did not make ----------------------------------------------
+def check_qat(qat: str) -> None:
+    """Refuse a bad --qat before any work (the OpenVINO exporter checks it again where it is used)."""
+    if qat not in QAT_MODES:
+        raise InputError(f"--qat {qat}: choose one of {', '.join(QAT_MODES)}")
+
+
 def check_export_target(out: Path) -> None:
     """Refuse an ``--out`` inside a file before any work (the bundle's staged_dir refuses a file or a foreign
     folder *at* ``out`` unless forced)."""
@@ -341,7 +349,7 @@ STOCK_ARTIFACTS = {"onnx": "onnx-int8-stock", "openvino": "openvino-int8-stock"}
 def add(bundle: str | Path, *, format: str | None = None, precision: str | None = None,
         calib: str | None = None, stock: bool = False, calib_method: str = "auto", calib_size: int | None = None,
         seed: int = 0, keep_fp32: str = "auto", preset: str = "mixed", accuracy_control: float | None = None,
-        budget_s: float = 300.0, replace: bool = False, hooks: Hooks = QUIET) -> ExportResult:
+        budget_s: float = 300.0, qat: str = "off", replace: bool = False, hooks: Hooks = QUIET) -> ExportResult:
     """``heatdeploy add``: put another artifact into an existing bundle; every artifact already there stays.
 
     ``format`` onnx | openvino with ``precision`` (onnx: int8; openvino: fp32, fp16, bf16, int8; INT8 needs
@@ -355,13 +363,14 @@ def add(bundle: str | Path, *, format: str | None = None, precision: str | None 
     from heatdeploy.bundle import Bundle
 
     root = Path(bundle)
+    check_qat(qat)
     steps = _add_steps(format, precision, calib, stock, hooks)
     before = [a.name for a in Bundle.load(root, verify=False).artifacts]  # refuses a folder that is not a bundle
     have = [name for name, _ in steps if name in before]
     if have and not replace:
         raise InputError(f"{root}: already has {', '.join(have)}; pass --replace to rebuild it")
     int8 = Int8Options(calib=calib, method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
-                       preset=preset, accuracy_control=accuracy_control, budget_s=budget_s)
+                       preset=preset, accuracy_control=accuracy_control, budget_s=budget_s, qat=qat)
     made: list[str] = []
     for name, step in steps:
         step(root, int8)
@@ -412,7 +421,7 @@ def _add_steps(format: str | None, precision: str | None, calib: str | None, sto
         with hooks.status(f"OpenVINO {precision} export"):
             art = add_openvino_artifact(root, precision, calib=opts.calib, calib_size=opts.calib_size,
                                         seed=opts.seed, preset=opts.preset, accuracy_control=opts.accuracy_control,
-                                        keep_fp32=opts.keep_list())
+                                        keep_fp32=opts.keep_list(), qat=opts.qat, budget_s=opts.budget_s)
         hooks.log(summary_line(art))
         return art
 

@@ -25,6 +25,7 @@ from heatdeploy.cli_base import (
     CalibSizeOption,
     KeepFp32Option,
     PresetOption,
+    QatOption,
     SeedOption,
     _fail,
     _guard_all,
@@ -45,7 +46,8 @@ def expand_images(paths: list[Path]) -> list[Path]:
     return expand(paths)
 
 
-BUDGET_HELP = ("INT8 (ORT): seconds for the per-layer sensitivity pass plus the latency-measured mix search; "
+BUDGET_HELP = ("INT8 (ORT): seconds for the per-layer sensitivity pass plus the latency-measured mix search (with "
+               "--qat, also OpenVINO's fine-tuning); "
                "when they run out, the untested layers stay INT8 and the log says so")
 
 
@@ -74,6 +76,7 @@ def export(
     force: Annotated[bool, typer.Option(help="replace --out even when it is a file or a folder that is not a "
                                              "heatdeploy bundle")] = False,
     budget_s: Annotated[float, typer.Option(help=BUDGET_HELP)] = 300.0,
+    qat: QatOption = "off",
 ) -> None:
     """Export MODEL to a bundle: manifest.json + model.onnx (+ model.int8.onnx) + sha256 of each file.
 
@@ -105,7 +108,7 @@ def export(
         api.export(model, out, format=format, precision=precision, weights=weights, spec=spec, opset=opset,
                    device=device, calib=calib, calib_method=calib_method, calib_size=calib_size, seed=seed,
                    keep_fp32=keep_fp32, preset=preset, accuracy_control=accuracy_control, force=force,
-                   budget_s=budget_s, hooks=hooks)
+                   budget_s=budget_s, qat=qat, hooks=hooks)
     console.print(f"bundle written: {out}")
 
 

@@ -18,6 +18,7 @@ from heatdeploy.cli_base import (
     CalibSizeOption,
     KeepFp32Option,
     PresetOption,
+    QatOption,
     SeedOption,
     _hooks,
     app,
@@ -46,6 +47,7 @@ def add(
     accuracy_control: AccuracyControlOption = None,
     budget_s: Annotated[float, typer.Option(help="INT8 (ORT): seconds for the sensitivity pass plus the mix "
                                                  "search")] = 300.0,
+    qat: QatOption = "off",
     replace: Annotated[bool, typer.Option("--replace", help="rebuild an artifact the bundle already has")] = False,
 ) -> None:
     """Add an artifact to an existing bundle, keeping every artifact already in it.
@@ -67,7 +69,7 @@ def add(
     with _hooks() as hooks:
         result = api.add(bundle, format=format, precision=precision, calib=calib, stock=stock,
                          calib_method=calib_method, calib_size=calib_size, seed=seed, keep_fp32=keep_fp32,
-                         preset=preset, accuracy_control=accuracy_control, budget_s=budget_s, replace=replace,
+                         preset=preset, accuracy_control=accuracy_control, budget_s=budget_s, qat=qat, replace=replace,
                          hooks=hooks)
     kept = f" (kept: {', '.join(result.kept)})" if result.kept else ""
     console.print(f"added to {bundle}: {', '.join(result.made) or 'nothing'}{kept}", highlight=False, soft_wrap=True)

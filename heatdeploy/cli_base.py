@@ -73,6 +73,10 @@ KeepFp32Option = Annotated[str, typer.Option(help="auto | base | none | NODE,NOD
 PresetOption = Annotated[str, typer.Option(help="OpenVINO/NNCF INT8 preset: mixed | performance")]
 AccuracyControlOption = Annotated[float | None, typer.Option(
     help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")]
+QatOption = Annotated[str, typer.Option(
+    help="OpenVINO INT8: off | auto | on - quantization-aware fine-tuning by distillation on the calibration "
+         "frames (auto: only when post-training INT8 does not hold the gate faster than bf16); minutes, bounded "
+         "by --budget-s")]
 
 
 def _fail(msg: str, code: int = EXIT_INPUT) -> typer.Exit:

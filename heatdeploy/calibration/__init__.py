@@ -15,6 +15,8 @@ from typing import Any
 # ORT INT8 activations: asymmetric (fewer Q/DQ pairs, closer to FP32 on ORT's CPU kernels) unless the target
 # needs zero point 0 (TensorRT asks for symmetric). The one default every quantizer and caller uses.
 SYMMETRIC_ACTIVATIONS = False
+# OpenVINO INT8's quantization-aware fine-tuning (calibration/qat.py): off by default, see exporters/openvino.py.
+QAT_MODES = ("off", "auto", "on")
 
 _EXPORTS = {
     "CalibrationError": "sources",

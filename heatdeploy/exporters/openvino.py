@@ -33,6 +33,7 @@ import openvino as ov
 
 from heatdeploy import __version__
 from heatdeploy.bundle import Artifact, Bundle, BundleError
+from heatdeploy.calibration import QAT_MODES
 from heatdeploy.errors import HeatdeployError
 from heatdeploy.errortext import cause_line
 from heatdeploy.fsutil import sha256_file, temp_dir
@@ -174,7 +175,7 @@ def add_openvino_artifact(
     source: str = SOURCE_ARTIFACT,
     check: bool = True,
     float_part: str = "auto",
-    qat: str = "auto",
+    qat: str = "off",
     budget_s: float = 300.0,
 ) -> Artifact:
     """Convert the bundle's ``onnx-fp32`` to OpenVINO at ``precision``, write it and record it in the manifest.
@@ -190,9 +191,10 @@ def add_openvino_artifact(
     bounded by ``max_iterations`` and ``ranking_subset_size``. ``check`` runs the IR and ORT FP32 on two
     seeded inputs and records the largest difference per output. ``float_part`` (INT8): auto | f32 | bf16,
     the precision the layers NNCF leaves float compile with (auto: measured, see :func:`_quantize`).
-    ``qat`` (INT8): off | auto | on, quantization-aware fine-tuning by distillation
+    ``qat`` (INT8): off (default) | auto | on, quantization-aware fine-tuning by distillation
     (:mod:`heatdeploy.calibration.qat`; auto: only when the post-training INT8 does not hold the gate's keypoint
-    limits faster than bf16), its training bounded by ``budget_s`` seconds.
+    limits faster than bf16), its training bounded by ``budget_s`` seconds. Off by default: on BlazePose full it
+    did not reach the gate's limits within the budget (see the README), so it costs minutes for nothing there.
 
     Returns the recorded Artifact; its ``calibration`` holds the NNCF report for INT8 (``summary``,
     ``excluded``, ``layers``, ``accuracy_control.reverted_to_fp32``).
@@ -340,11 +342,10 @@ class NncfOptions:
     max_iterations: int = 20
     ranking_subset_size: int | None = 100
     float_part: str = "auto"
-    qat: str = "auto"
+    qat: str = "off"
     budget_s: float = 300.0
 
 
-QAT_MODES = ("off", "auto", "on")
 
 
 def _quantize(model: ov.Model, bundle: Bundle, opts: NncfOptions, *, onnx_path: Path | None = None,

@@ -59,6 +59,15 @@ def test_usage_error_is_2():
     assert _invoke("parity", "--no-such-option").exit_code == 2
 
 
+def test_bad_qat_mode_is_refused_before_any_work(tmp_path, random_reference_bundle):
+    res = _invoke("export", "reference", "--out", tmp_path / "b", "--qat", "always")
+    assert res.exit_code == EXIT_INPUT and "--qat always: choose one of off, auto, on" in _one_error_line(res)
+    assert not (tmp_path / "b").exists()  # refused before the export started
+    res = _invoke("add", random_reference_bundle, "--format", "openvino", "--precision", "int8", "--calib",
+                  "synthetic:8", "--qat", "sometimes")
+    assert res.exit_code == EXIT_INPUT and "--qat sometimes" in _one_error_line(res)
+
+
 def test_internal_error_is_3_one_line_and_debug_shows_the_traceback(random_reference_bundle, monkeypatch):
     from heatdeploy import api
 
