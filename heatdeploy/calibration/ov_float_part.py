@@ -12,7 +12,6 @@ whether INT8 pays on this device at all, and recommends the faster float precisi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -67,17 +66,12 @@ def _outputs(compiled: ov.CompiledModel, names: Sequence[str], batches: Sequence
 
 def _latency_ms(compiled: dict[str, ov.CompiledModel], x: np.ndarray) -> dict[str, float]:
     """Median batch-1 latency per compiled model, timed round-robin so load changes hit all alike."""
+    from heatdeploy.runtime.timing import interleaved_ms
+
     reqs = {k: c.create_infer_request() for k, c in compiled.items()}
-    for r in reqs.values():
-        r.infer({0: x})
-    times: dict[str, list[float]] = {k: [] for k in reqs}
-    for _ in range(ROUNDS):
-        for k, r in reqs.items():
-            t = time.perf_counter()
-            for _ in range(PER_ROUND):
-                r.infer({0: x})
-            times[k].append((time.perf_counter() - t) * 1e3 / PER_ROUND)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    timing = interleaved_ms({k: (lambda r=r: r.infer({0: x})) for k, r in reqs.items()}, rounds=(ROUNDS, ROUNDS),
+                            warmup=1, per_round=PER_ROUND)
+    return timing.median_ms
 
 
 def has_bf16() -> bool:
