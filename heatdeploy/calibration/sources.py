@@ -120,7 +120,9 @@ class CalibrationSource(ABC):
             "sha256": self._sha256(),
             "count": self.count,
             "seed": self.seed,
-            "size": self.size,
+            # a size larger than what there is takes everything, as no size does: the same data, the same key
+            # (so OpenVINO's default 300 finds the ORT pass's cached result on a 64-image folder)
+            "size": None if self.size is None or self.size > self.count else self.size,
             "input": asdict(self.spec.input),  # same files, other preprocessing -> other ranges
             **self._extra(),
         }

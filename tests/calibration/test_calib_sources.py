@@ -186,3 +186,11 @@ def test_open_source_refuses_what_it_cannot_use(tmp_path: Path, spec: ModelSpec)
     (tmp_path / "model.onnx").write_bytes(b"x")
     with pytest.raises(CalibrationError, match="unknown calibration data"):
         open_source(spec, str(tmp_path / "model.onnx"))
+
+
+def test_a_size_above_what_there_is_keys_like_no_size(image_dir: Path, spec: ModelSpec) -> None:
+    """The cache key names the data: asking for 300 of 24 images takes the same 24 as asking for all."""
+    everything = ImageFolderSource(spec, image_dir).fingerprint()
+    assert ImageFolderSource(spec, image_dir, size=300).fingerprint() == everything
+    subset = ImageFolderSource(spec, image_dir, size=10).fingerprint()
+    assert subset != everything and subset["size"] == 10
