@@ -20,6 +20,7 @@ from rich.table import Table
 from heatdeploy.cli_base import (
     METHOD_HELP,
     AccuracyControlOption,
+    BudgetOption,
     CalibMethodOption,
     CalibOption,
     CalibSizeOption,
@@ -46,9 +47,7 @@ def expand_images(paths: list[Path]) -> list[Path]:
     return expand(paths)
 
 
-BUDGET_HELP = ("INT8 (ORT): seconds for the per-layer sensitivity pass plus the latency-measured mix search (with "
-               "--qat, also OpenVINO's fine-tuning); "
-               "when they run out, the untested layers stay INT8 and the log says so")
+
 
 
 @app.command()
@@ -75,7 +74,7 @@ def export(
     accuracy_control: AccuracyControlOption = None,
     force: Annotated[bool, typer.Option(help="replace --out even when it is a file or a folder that is not a "
                                              "heatdeploy bundle")] = False,
-    budget_s: Annotated[float, typer.Option(help=BUDGET_HELP)] = 300.0,
+    budget_s: BudgetOption = 300.0,
     qat: QatOption = "off",
 ) -> None:
     """Export MODEL to a bundle: manifest.json + model.onnx (+ model.int8.onnx) + sha256 of each file.
@@ -123,7 +122,7 @@ def calibrate(
     keep_fp32: Annotated[str, typer.Option(help="auto | base | none | NODE,NODE,...")] = "auto",
     symmetric: Annotated[bool, typer.Option(help="symmetric activations (needed for TensorRT; asymmetric runs "
                                                  "faster and closer to FP32 on ORT CPU)")] = False,
-    budget_s: Annotated[float, typer.Option(help=BUDGET_HELP)] = 300.0,
+    budget_s: BudgetOption = 300.0,
 ) -> None:
     """Calibrate INT8 for a bundle: writes model.int8.onnx, calibration.json and calibration.cache into it.
 

@@ -13,6 +13,7 @@ import typer
 
 from heatdeploy.cli_base import (
     AccuracyControlOption,
+    BudgetOption,
     CalibMethodOption,
     CalibOption,
     CalibSizeOption,
@@ -45,8 +46,7 @@ def add(
     keep_fp32: KeepFp32Option = "auto",
     preset: PresetOption = "mixed",
     accuracy_control: AccuracyControlOption = None,
-    budget_s: Annotated[float, typer.Option(help="INT8 (ORT): seconds for the sensitivity pass plus the mix "
-                                                 "search")] = 300.0,
+    budget_s: BudgetOption = 300.0,
     qat: QatOption = "off",
     replace: Annotated[bool, typer.Option("--replace", help="rebuild an artifact the bundle already has")] = False,
 ) -> None:

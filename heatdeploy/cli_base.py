@@ -73,6 +73,10 @@ KeepFp32Option = Annotated[str, typer.Option(help="auto | base | none | NODE,NOD
 PresetOption = Annotated[str, typer.Option(help="OpenVINO/NNCF INT8 preset: mixed | performance")]
 AccuracyControlOption = Annotated[float | None, typer.Option(
     help="OpenVINO INT8: max PCK drop (points) for nncf.quantize_with_accuracy_control")]
+BUDGET_HELP = ("INT8 (ORT): seconds for the per-layer sensitivity pass plus the latency-measured mix search (with "
+               "--qat, also OpenVINO's fine-tuning); "
+               "when they run out, the untested layers stay INT8 and the log says so")
+BudgetOption = Annotated[float, typer.Option(help=BUDGET_HELP)]
 QatOption = Annotated[str, typer.Option(
     help="OpenVINO INT8: off | auto | on - quantization-aware fine-tuning by distillation on the calibration "
          "frames (auto: only when post-training INT8 does not hold the gate faster than bf16); minutes, bounded "
