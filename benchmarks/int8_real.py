@@ -132,9 +132,7 @@ def time_all(bundle: Path, rows: dict[str, Row]) -> None:
     b = Bundle.load(bundle)
     spec = b.spec
     inp = spec.input
-    shape = (1, inp.channels, inp.height, inp.width) if inp.layout == "NCHW" else (1, inp.height, inp.width,
-                                                                                  inp.channels)
-    feeds = {inp.name: np.random.default_rng(7).random(shape, dtype=np.float32)}
+    feeds = {inp.name: np.random.default_rng(7).random(inp.tensor_shape(1), dtype=np.float32)}
     engines = {}
     for name, (engine, _) in CANDIDATES.items():
         path = b.path_of(b.artifact(name))

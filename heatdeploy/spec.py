@@ -64,6 +64,12 @@ class InputSpec:
     resize: ResizeMode = "letterbox"
     pad_value: int = 114
 
+    def tensor_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """The model input's shape for ``batch`` frames, in this spec's layout."""
+        if self.layout == "NCHW":
+            return (batch, self.channels, self.height, self.width)
+        return (batch, self.height, self.width, self.channels)
+
     def validate(self) -> None:
         _choice("input.layout", self.layout, ("NCHW", "NHWC"))
         _choice("input.color", self.color, ("RGB", "BGR"))

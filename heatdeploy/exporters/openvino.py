@@ -560,9 +560,7 @@ def _check_against_onnx(xml: Path, onnx_path: Path, spec: ModelSpec) -> dict[str
     from heatdeploy.runtime.backends.openvino import load
 
     inp = spec.input
-    shape = (2, inp.channels, inp.height, inp.width) if inp.layout == "NCHW" else (2, inp.height, inp.width,
-                                                                                  inp.channels)
-    x = np.random.default_rng(CHECK_SEED).standard_normal(shape).astype(np.float32)
+    x = np.random.default_rng(CHECK_SEED).standard_normal(inp.tensor_shape(2)).astype(np.float32)
     names = list(spec.output_names)
     try:
         backend = load(xml)

@@ -230,11 +230,8 @@ def summary_line(art: Artifact) -> str:
 
 
 def _seeded_inputs(spec: ModelSpec, n: int = 2) -> list[np.ndarray]:
-    inp = spec.input
-    shape = (1, inp.channels, inp.height, inp.width) if inp.layout == "NCHW" else (1, inp.height, inp.width,
-                                                                                  inp.channels)
     rng = np.random.default_rng(CHECK_SEED)
-    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+    return [rng.standard_normal(spec.input.tensor_shape(1)).astype(np.float32) for _ in range(n)]
 
 
 def _ov_reference(tflite: Path) -> Any:

@@ -78,10 +78,7 @@ def machine_id() -> str:
 
 
 def _input(spec: Any, batch: int) -> np.ndarray:
-    inp = spec.input
-    shape = ((batch, inp.channels, inp.height, inp.width) if inp.layout == "NCHW"
-             else (batch, inp.height, inp.width, inp.channels))
-    return np.random.default_rng(0).random(shape, dtype=np.float32)
+    return np.random.default_rng(0).random(spec.input.tensor_shape(batch), dtype=np.float32)
 
 
 def decide(ms: Mapping[str, float], fp32: Set[str]) -> tuple[str, str]:
