@@ -214,11 +214,13 @@ class Preprocessor:
         shape = (c, 1, 1) if spec.layout == "NCHW" else (c,)
         self._gain = (spec.scale / std).astype(np.float32).reshape(shape)
         self._offset = (mean / std).astype(np.float32).reshape(shape)
-        # Colour: the multiply-add of every 8-bit level, per channel, as one cv2.LUT table (the same float32
-        # arithmetic, so the same bits). For NCHW the table is indexed by the BGR source channel.
-        levels = np.arange(256, dtype=np.uint8)[:, None] * self._gain.reshape(c) - self._offset.reshape(c)
-        swap = spec.color == "RGB" and spec.layout == "NCHW"
-        self._lut = np.ascontiguousarray(levels[:, ::-1] if swap else levels).reshape(1, 256, c)
+        # Colour order, scale/mean/std and layout in one OpenCV pass (cv2.dnn's blob maker): it computes
+        # (x - mean / scale) * (scale / std), in the model's channel order after the optional swap.
+        if c == 3:
+            self._blob = cv2.dnn.Image2BlobParams(
+                scalefactor=tuple(float(v) for v in spec.scale / std), size=(spec.width, spec.height),
+                mean=tuple(float(v) for v in mean / spec.scale), swapRB=spec.color == "RGB", ddepth=cv2.CV_32F,
+                datalayout=cv2.dnn.DNN_LAYOUT_NCHW if spec.layout == "NCHW" else cv2.dnn.DNN_LAYOUT_NHWC)
         self._geometry: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = {}
 
     @property
@@ -287,9 +289,8 @@ class Preprocessor:
     def _normalise(self, batch: np.ndarray) -> np.ndarray:
         """Colour order, grey conversion, scale/mean/std and layout, once for the whole batch.
 
-        Colour: one ``cv2.LUT`` over the batch seen as one tall image gives each pixel's float32 value; NCHW
-        splits each image into its planes of the output (the channel swap rides on it), NHWC swaps channels on
-        the 8-bit pixels first.
+        Three channels: one ``cv2.dnn.blobFromImagesWithParams`` call reads each 8-bit pixel once and writes
+        its float32 value straight into the layout the model takes (the fewest passes over the frame).
         """
         n, h, w, _ = batch.shape
         if self.spec.channels == 1:
@@ -303,14 +304,4 @@ class Preprocessor:
         if n == 0:
             shape = (0, 3, h, w) if self.spec.layout == "NCHW" else (0, h, w, 3)
             return np.empty(shape, dtype=np.float32)
-        tall = np.ascontiguousarray(batch).reshape(n * h, w, 3)
-        if self.spec.layout == "NHWC":
-            if self.spec.color == "RGB":
-                tall = cv2.cvtColor(tall, cv2.COLOR_BGR2RGB)
-            return cv2.LUT(tall, self._lut).reshape(n, h, w, 3)
-        levels = cv2.LUT(tall, self._lut).reshape(n, h, w, 3)
-        out = np.empty((n, 3, h, w), dtype=np.float32)
-        order = (2, 1, 0) if self.spec.color == "RGB" else (0, 1, 2)  # BGR source channel -> model channel
-        for img, planes in zip(levels, out, strict=True):  # OpenCV splits one image at a time
-            cv2.split(img, [planes[c] for c in order])
-        return out
+        return cv2.dnn.blobFromImagesWithParams(list(batch), self._blob)
