@@ -189,6 +189,28 @@ def map_to_image(points: np.ndarray, transforms: np.ndarray) -> np.ndarray:
     return out.reshape(pts.shape)
 
 
+def integer_shift(forward: np.ndarray) -> tuple[int, int] | None:
+    """``(dx, dy)`` when a forward affine ``[2, 3]`` is a translation by whole pixels, else None."""
+    m = np.asarray(forward, dtype=np.float64)
+    if not np.array_equal(m[:, :2], _IDENTITY[:, :2]) or not np.array_equal(m[:, 2], np.rint(m[:, 2])):
+        return None
+    return int(m[0, 2]), int(m[1, 2])
+
+
+def _paste(image: np.ndarray, shift: tuple[int, int], out: np.ndarray, pad_value: int) -> None:
+    """``out[y, x] = image[y - dy, x - dx]`` where that pixel exists, ``pad_value`` elsewhere."""
+    (dx, dy), (oh, ow), (ih, iw) = shift, out.shape[:2], image.shape[:2]
+    x0, y0, x1, y1 = max(dx, 0), max(dy, 0), min(dx + iw, ow), min(dy + ih, oh)
+    if x0 >= x1 or y0 >= y1:
+        out[...] = pad_value
+        return
+    out[:y0] = pad_value
+    out[y1:] = pad_value
+    out[y0:y1, :x0] = pad_value
+    out[y0:y1, x1:] = pad_value
+    out[y0:y1, x0:x1] = image[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+
+
 # --- batching ------------------------------------------------------------------------------------
 
 
@@ -214,13 +236,16 @@ class Preprocessor:
         shape = (c, 1, 1) if spec.layout == "NCHW" else (c,)
         self._gain = (spec.scale / std).astype(np.float32).reshape(shape)
         self._offset = (mean / std).astype(np.float32).reshape(shape)
-        # Colour order, scale/mean/std and layout in one OpenCV pass (cv2.dnn's blob maker): it computes
-        # (x - mean / scale) * (scale / std), in the model's channel order after the optional swap.
+        # NHWC: colour as one cv2.LUT table of every 8-bit level's float32 value, per channel (one pass).
+        levels = np.arange(256, dtype=np.uint8)[:, None] * self._gain.reshape(c) - self._offset.reshape(c)
+        self._lut = np.ascontiguousarray(levels).reshape(1, 256, c)
+        # NCHW: colour order, scale/mean/std and the planar layout in one pass (cv2.dnn's blob maker, which
+        # computes (x - mean / scale) * (scale / std) in the model's channel order after the optional swap).
         if c == 3:
             self._blob = cv2.dnn.Image2BlobParams(
                 scalefactor=tuple(float(v) for v in spec.scale / std), size=(spec.width, spec.height),
                 mean=tuple(float(v) for v in mean / spec.scale), swapRB=spec.color == "RGB", ddepth=cv2.CV_32F,
-                datalayout=cv2.dnn.DNN_LAYOUT_NCHW if spec.layout == "NCHW" else cv2.dnn.DNN_LAYOUT_NHWC)
+                datalayout=cv2.dnn.DNN_LAYOUT_NCHW)
         self._geometry: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = {}
 
     @property
@@ -237,43 +262,46 @@ class Preprocessor:
                 sizes, forward, inverse = (a.copy() for a in geo[0][:3])
             else:
                 sizes, forward, inverse = (np.concatenate([g[i] for g in geo]) for i in range(3))
-            identity: list[bool] | None = [g[3] for g in geo]
+            shifts: list[tuple[int, int] | None] | None = [g[3] for g in geo]
         else:
             sizes = np.array([img.shape[:2] for img in bgr], dtype=np.int64).reshape(-1, 2)
             forward, inverse = _affines(self.spec, sizes, boxes)
-            identity = None
-        warped = self._warp(bgr, forward, identity)
+            shifts = None
+        warped = self._warp(bgr, forward, shifts)
         return Batch(tensor=self._normalise(warped), transforms=inverse, image_sizes=sizes)
 
-    def _frame_geometry(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        """(size [1,2], forward [1,2,3], inverse [1,2,3], at the input size) of a whole frame, once per size."""
+    def _frame_geometry(self, hw: tuple[int, int]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int] | None]:
+        """(size [1,2], forward [1,2,3], inverse [1,2,3], integer shift or None) of a whole frame, once per size."""
         entry = self._geometry.get(hw)
         if entry is None:
             size = np.array([hw], dtype=np.int64)
             forward, inverse = _affines(self.spec, size, None)
-            same = hw == (self.spec.height, self.spec.width) and np.array_equal(forward[0], _IDENTITY)
             if len(self._geometry) >= 64:  # a stream of ever-new sizes: keep the table small
                 self._geometry.clear()
-            entry = self._geometry[hw] = (size, forward, inverse, same)
+            entry = self._geometry[hw] = (size, forward, inverse, integer_shift(forward[0]))
         return entry
 
-    def _warp(self, images: list[np.ndarray], forward: np.ndarray, identity: list[bool] | None = None) -> np.ndarray:
+    def _warp(self, images: list[np.ndarray], forward: np.ndarray,
+              shifts: list[tuple[int, int] | None] | None = None) -> np.ndarray:
         """Warp each image straight into its slot of one ``[N, H, W, 3]`` uint8 buffer.
 
-        An image already at the input size (``identity``, else checked here) is not warped: the warp would copy
-        each pixel unchanged; a batch of one such image is returned as a view of it.
+        An affine that only moves pixels by whole pixels (``shifts``, else checked here: an image already at the
+        input size, or one that fits one axis exactly under letterbox) is a copy into a padded slot, the same
+        pixels bilinear sampling gives at whole-pixel positions; a batch of one unmoved image at the input size
+        is returned as a view of it.
         """
         h, w = self.spec.height, self.spec.width
-        if identity is None:
-            identity = [img.shape[:2] == (h, w) and np.array_equal(m, _IDENTITY)
-                        for img, m in zip(images, forward, strict=True)]
-        if len(images) == 1 and identity[0]:
+        if shifts is None:
+            shifts = [integer_shift(m) for m in forward]
+        if len(images) == 1 and shifts[0] == (0, 0) and images[0].shape[:2] == (h, w):
             return images[0][None]
         out = np.empty((len(images), h, w, 3), dtype=np.uint8)
         border = (float(self.spec.pad_value),) * 3
         for i, (img, m) in enumerate(zip(images, forward, strict=True)):
-            if identity[i]:
-                out[i] = img
+            shift = shifts[i]
+            if shift is not None:
+                _paste(img, shift, out[i], self.spec.pad_value)
                 continue
             cv2.warpAffine(
                 img,
@@ -289,8 +317,10 @@ class Preprocessor:
     def _normalise(self, batch: np.ndarray) -> np.ndarray:
         """Colour order, grey conversion, scale/mean/std and layout, once for the whole batch.
 
-        Three channels: one ``cv2.dnn.blobFromImagesWithParams`` call reads each 8-bit pixel once and writes
-        its float32 value straight into the layout the model takes (the fewest passes over the frame).
+        Each path reads every 8-bit pixel once and writes its float32 value once, into an array numpy allocates
+        (a fresh OpenCV-allocated blob of this size is new pages each call, whose faults cost more than the
+        arithmetic): NHWC swaps channels on the 8-bit pixels and looks each level up (``cv2.LUT``); NCHW makes
+        the planar blob (``cv2.dnn.blobFromImagesWithParams``).
         """
         n, h, w, _ = batch.shape
         if self.spec.channels == 1:
@@ -304,4 +334,11 @@ class Preprocessor:
         if n == 0:
             shape = (0, 3, h, w) if self.spec.layout == "NCHW" else (0, h, w, 3)
             return np.empty(shape, dtype=np.float32)
-        return cv2.dnn.blobFromImagesWithParams(list(batch), self._blob)
+        if self.spec.layout == "NHWC":
+            tall = np.ascontiguousarray(batch).reshape(n * h, w, 3)
+            if self.spec.color == "RGB":
+                tall = cv2.cvtColor(tall, cv2.COLOR_BGR2RGB)
+            return cv2.LUT(tall, self._lut).reshape(n, h, w, 3)
+        out = np.empty((n, 3, h, w), dtype=np.float32)
+        cv2.dnn.blobFromImagesWithParams(list(batch), out, self._blob)
+        return out

@@ -291,3 +291,28 @@ def test_per_size_geometry_equals_the_general_path_and_stays_unshared(mode: str)
     assert boxed.transforms.shape == (3, 2, 3)
     for i, img in enumerate(imgs):  # batch of one (the fast path) and a slot of a batch give the same tensor
         np.testing.assert_array_equal(pre([img]).tensor[0], batch.tensor[i])
+
+
+@pytest.mark.parametrize("shift", [(32, 0), (0, 7), (-5, 3), (-300, 0), (4, -2)])
+def test_whole_pixel_shift_is_the_same_pixels_as_the_warp(shift: tuple[int, int]) -> None:
+    from heatdeploy.runtime.preprocess import integer_shift
+
+    spec = replace(SPEC, pad_value=114)
+    img = np.random.default_rng(3).integers(0, 256, (64, 30, 3), dtype=np.uint8)
+    m = np.array([[[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]]])
+    assert integer_shift(m[0]) == shift and integer_shift(m[0] * [[1.0, 1, 1], [1, 0.5, 1]]) is None
+    want = cv2.warpAffine(img, m[0], (spec.width, spec.height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(114, 114, 114))
+    pre = Preprocessor(spec)
+    np.testing.assert_array_equal(pre._warp([img], m)[0], want)
+    np.testing.assert_array_equal(pre._warp([img], m, [None])[0], want)  # the warp itself, for the record
+
+
+def test_letterbox_onto_one_exact_axis_is_a_pasted_copy() -> None:
+    spec = replace(SPEC, pad_value=0)  # 64 x 48 input
+    img = np.random.default_rng(4).integers(0, 256, (64, 20, 3), dtype=np.uint8)
+    pre = Preprocessor(spec)
+    assert pre._frame_geometry((64, 20))[3] == (14, 0)
+    warped = cv2.warpAffine(img, np.array([[1.0, 0, 14], [0, 1, 0]]), (48, 64), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    np.testing.assert_array_equal(pre([img]).tensor, pre._normalise(warped[None]))
