@@ -134,10 +134,24 @@ def _dark_band(kernel: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
+def _dark_tap_weights(kernel: int) -> np.ndarray:
+    """``[(kernel + 4)^2, 13]``: a peak's flattened patch times this is the blurred map at DARK's 13 taps.
+
+    The blur is separable and linear, so the tap at 5x5 position (i, j) is the patch weighted by the outer
+    product of the band's rows i and j: one matrix product per frame instead of two and a reshape.
+    """
+    band = _dark_band(kernel)
+    rows, cols = np.divmod(_DARK_TAP_INDEX, 5)
+    weights = (band[rows][:, :, None] * band[cols][:, None, :]).reshape(len(rows), -1).T.copy()
+    weights.setflags(write=False)
+    return weights
+
+
+@lru_cache(maxsize=32)
 def _patch_offsets(kernel: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets ``[P]`` of a peak's patch rows/cols (``P = kernel + 4``) and their flat offsets ``[P, P]`` at width w."""
+    """Offsets ``[P]`` of a peak's patch rows/cols (``P = kernel + 4``) and their flat offsets ``[P * P]`` at w."""
     span = np.arange(-2 - kernel // 2, 3 + kernel // 2, dtype=np.intp)
-    flat = span[:, None] * w + span[None, :]
+    flat = (span[:, None] * w + span[None, :]).reshape(-1)
     span.setflags(write=False)
     flat.setflags(write=False)
     return span, flat
@@ -146,17 +160,29 @@ def _patch_offsets(kernel: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 _DARK_TAP_INDEX = np.flatnonzero(_DARK_TAPS)  # the taps in a row-major 5x5 neighbourhood
 
 
-def _dark_offsets(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Newton step ``-H^-1 g`` ``[M,2]`` from log-heatmap neighbourhoods ``v[M, 25]`` (5x5, row-major).
+def _dark_difference_matrix() -> np.ndarray:
+    """``[13, 5]``: log values at the 13 taps times this are (dx, dy, dxx, dyy, dxy), MMPose's central differences."""
+    d = np.zeros((25, 5))
+    c = 12  # the centre of the row-major 5x5 neighbourhood; +-1 is x, +-5 is y
+    d[[c + 1, c - 1], 0] = 0.5, -0.5
+    d[[c + 5, c - 5], 1] = 0.5, -0.5
+    d[[c + 2, c, c - 2], 2] = 0.25, -0.5, 0.25
+    d[[c + 10, c, c - 10], 3] = 0.25, -0.5, 0.25
+    d[[c + 6, c - 4, c + 4, c - 6], 4] = 0.25, -0.25, -0.25, 0.25
+    out = d[_DARK_TAP_INDEX].copy()
+    out.setflags(write=False)
+    return out
+
+
+_DARK_DIFFERENCES = _dark_difference_matrix()
+
+
+def _dark_offsets(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Newton step ``-H^-1 g`` ``[M,2]`` from the log-heatmap derivatives ``g[M, 5]`` = (dx, dy, dxx, dyy, dxy).
 
     Also returns where the step is usable: the Hessian is not singular and the step is finite and bounded.
     """
-    c = v[:, 12]
-    dx = 0.5 * (v[:, 13] - v[:, 11])
-    dy = 0.5 * (v[:, 17] - v[:, 7])
-    dxx = 0.25 * (v[:, 14] - 2.0 * c + v[:, 10])
-    dyy = 0.25 * (v[:, 22] - 2.0 * c + v[:, 2])
-    dxy = 0.25 * (v[:, 18] - v[:, 8] - v[:, 16] + v[:, 6])
+    dx, dy, dxx, dyy, dxy = g.T
     det = dxx * dyy - dxy * dxy
     ok = np.absolute(det) > _DET_EPS
     safe = np.where(ok, det, 1.0)
@@ -178,37 +204,34 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.nda
     peak. Peaks closer than 2 px to a border, flat neighbourhoods (det ~ 0) and maps whose blur has no
     positive value keep their input coordinates.
 
-    Only the ``(kernel + 4)^2`` patch around each peak is blurred, as two small matrix products (the blur is
-    separable and linear). The rescale factor multiplies the whole map, so it cancels in every derivative of
-    the log unless the clamp bites. When the blurred values DARK reads are all above the clamp (the usual
-    case) the rescale is skipped; a map whose maximum is below the clamp is flat after it (no step); the
-    rare rest is blurred in full.
+    Only the ``(kernel + 4)^2`` patch around each peak is read: the blurred values at the 13 points the
+    differences use are one matrix product of the patches, the differences another. The rescale factor
+    multiplies the whole map, so it cancels in every derivative of the log unless the clamp bites. When the
+    blurred taps are all above the clamp (the usual case) the rescale is skipped; a map whose maximum is below
+    the clamp is flat after it (no step); the rare rest is blurred in full. Few array operations, because per
+    frame each one costs more in cold code than in arithmetic.
     """
     hm = np.asarray(heatmaps, dtype=np.float32)
     n, k, h, w = hm.shape
     out = np.array(coords, dtype=np.float32).reshape(n * k, 2)
-    band = _dark_band(kernel)  # validates the size
+    taps = _dark_tap_weights(kernel)  # validates the size
     if h < 5 or w < 5 or n * k == 0:
         return out.reshape(n, k, 2)
     m, x, y = _grid_index(hm, coords)
-    inside = ((x - 2).view(np.uintp) <= w - 5) & ((y - 2).view(np.uintp) <= h - 5)  # 2 <= x <= w - 3, as y
     xc = np.minimum(np.maximum(x, 2), w - 3)
     yc = np.minimum(np.maximum(y, 2), h - 3)
+    inside = (xc == x) & (yc == y)  # 2 <= x <= w - 3, as y (non-finite peaks are -1)
 
     # Gather each peak's (kernel + 4)^2 patch. Indices past a map's edge are wrapped (clipped at the
-    # array's ends) and then zeroed by the masks, which is the zero padding.
+    # array's ends) and then zeroed by the mask, which is the zero padding.
     span, offsets = _patch_offsets(kernel, w)
-    patch = hm.reshape(-1).take((m * (h * w) + yc * w + xc)[:, None, None] + offsets, mode="clip")  # [M, row, col]
+    patch = hm.reshape(-1).take((m * (h * w) + yc * w + xc)[:, None] + offsets, mode="clip")  # [M, P * P]
     row_ok = (yc[:, None] + span).view(np.uintp) < h  # negative indices wrap to huge unsigned values
     col_ok = (xc[:, None] + span).view(np.uintp) < w
-    patch = patch.astype(np.float64)
-    patch *= row_ok[:, :, None]
-    patch *= col_ok[:, None, :]
-    local = (band @ (patch @ band.T)).reshape(-1, 25)  # [M, row(5) * col(5)]
+    patch *= (row_ok[:, :, None] & col_ok[:, None, :]).reshape(patch.shape)
+    local = patch @ taps  # [M, 13] float64: the blurred map at the taps
 
-    # ufuncs and their reduce, not the Python-level wrappers (np.clip, .min(), np.flatnonzero): per frame, the
-    # number of calls into cold code costs more than their arithmetic.
-    fast = np.minimum.reduce(local[:, _DARK_TAP_INDEX], axis=1) >= 2.0 * _LOG_FLOOR
+    fast = np.minimum.reduce(local, axis=1) >= 2.0 * _LOG_FLOOR
     logs = np.log(np.maximum(local, _LOG_FLOOR))
     usable = inside
     slow = (inside & ~fast).nonzero()[0]
@@ -219,9 +242,10 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.nda
         usable[slow[~(peak >= _LOG_FLOOR)]] = False
         full = slow[peak >= _LOG_FLOOR]
         if full.size:
-            logs[full], usable[full] = _dark_modulated_full(maps, full, x, y, kernel)
+            full_logs, usable[full] = _dark_modulated_full(maps, full, x, y, kernel)
+            logs[full] = full_logs[:, _DARK_TAP_INDEX]
 
-    offset, ok = _dark_offsets(logs)
+    offset, ok = _dark_offsets(logs @ _DARK_DIFFERENCES)
     ok &= usable
     out[ok] += offset[ok].astype(np.float32)
     return out.reshape(n, k, 2)
