@@ -105,6 +105,20 @@ def test_infer_many_matches_infer(tiny_ov_bundle: Path) -> None:
             np.testing.assert_allclose(got[name], want[name], atol=1e-5)
 
 
+def test_results_outlive_the_next_call_and_inputs_are_read_not_changed(tiny_ov_bundle: Path) -> None:
+    backend = load(tiny_ov_bundle / XML)
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal((1, 3, 64, 48)).astype(np.float32) for _ in range(2))
+    kept = a.copy()
+    first = backend.infer({"image": a})
+    snapshot = {k: v.copy() for k, v in first.items()}
+    second = backend.infer({"image": b})
+    np.testing.assert_array_equal(a, kept)  # inputs are shared with the engine, never written
+    for name in backend.output_names:
+        np.testing.assert_array_equal(first[name], snapshot[name])  # not a view the next call overwrote
+        assert not np.array_equal(first[name], second[name])
+
+
 def test_feeds_must_name_the_inputs(tiny_ov_bundle: Path) -> None:
     backend = load(tiny_ov_bundle / XML)
     with pytest.raises(BackendError, match="missing \\['image'\\], unknown \\['x'\\]"):

@@ -111,7 +111,9 @@ class OpenVinoBackend:
         """Run once, synchronously; inputs are cast to the IR's element type."""
         prepared = self._prepare(feeds)
         try:
-            results = self._request.infer(prepared)  # copies the outputs out of the request's tensors
+            # The call is synchronous, so the engine may read the caller's arrays in place (no input copy);
+            # the outputs are copied out of the request's tensors, which the next call overwrites.
+            results = self._request.infer(prepared, share_inputs=True)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line messages
             given = {k: list(v.shape) for k, v in prepared.items()}
             raise BackendError(f"{self.path}: OpenVINO failed to run on {self.device} ({cause_line(exc)}); "
