@@ -189,12 +189,29 @@ def map_to_image(points: np.ndarray, transforms: np.ndarray) -> np.ndarray:
     return out.reshape(pts.shape)
 
 
-def integer_shift(forward: np.ndarray) -> tuple[int, int] | None:
-    """``(dx, dy)`` when a forward affine ``[2, 3]`` is a translation by whole pixels, else None."""
+Plan = tuple[tuple[int, int], tuple[int, int]]  # (resized w, h), (dx, dy): resize, then paste at a whole-pixel shift
+
+
+def resize_plan(forward: np.ndarray, hw: tuple[int, int]) -> Plan | None:
+    """How an axis-aligned affine ``[2, 3]`` of an ``hw`` image is a ``cv2.resize`` then a whole-pixel paste.
+
+    ``cv2.resize`` to ``(w * sx, h * sy)`` maps ``x -> sx * (x + 0.5) - 0.5``, the affine's own mapping up to a
+    shift; when that size and the rest of the shift are whole numbers (a letterbox that fits one axis exactly,
+    640x480 into 256x192, ...), the two sample the same points. Not for enlarging: there the outer samples
+    fall past the edge pixels' centres, where the warp blends in the padding and resize repeats the edge.
+    None when they differ.
+    """
     m = np.asarray(forward, dtype=np.float64)
-    if not np.array_equal(m[:, :2], _IDENTITY[:, :2]) or not np.array_equal(m[:, 2], np.rint(m[:, 2])):
+    if m[0, 1] != 0.0 or m[1, 0] != 0.0 or not (0.0 < m[0, 0] <= 1.0 and 0.0 < m[1, 1] <= 1.0):
         return None
-    return int(m[0, 2]), int(m[1, 2])
+    scale = np.array([m[0, 0], m[1, 1]])
+    size = scale * (hw[1], hw[0])
+    shift = m[:, 2] - (scale - 1.0) / 2.0
+    whole = np.rint(np.concatenate([size, shift]))
+    if not np.allclose(np.concatenate([size, shift]), whole, rtol=0.0, atol=1e-9) or (whole[:2] < 1).any():
+        return None
+    rw, rh, dx, dy = (int(v) for v in whole)
+    return (rw, rh), (dx, dy)
 
 
 def _paste(image: np.ndarray, shift: tuple[int, int], out: np.ndarray, pad_value: int) -> None:
@@ -262,46 +279,47 @@ class Preprocessor:
                 sizes, forward, inverse = (a.copy() for a in geo[0][:3])
             else:
                 sizes, forward, inverse = (np.concatenate([g[i] for g in geo]) for i in range(3))
-            shifts: list[tuple[int, int] | None] | None = [g[3] for g in geo]
+            plans: list[Plan | None] | None = [g[3] for g in geo]
         else:
             sizes = np.array([img.shape[:2] for img in bgr], dtype=np.int64).reshape(-1, 2)
             forward, inverse = _affines(self.spec, sizes, boxes)
-            shifts = None
-        warped = self._warp(bgr, forward, shifts)
+            plans = None
+        warped = self._warp(bgr, forward, plans)
         return Batch(tensor=self._normalise(warped), transforms=inverse, image_sizes=sizes)
 
-    def _frame_geometry(self, hw: tuple[int, int]
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int] | None]:
-        """(size [1,2], forward [1,2,3], inverse [1,2,3], integer shift or None) of a whole frame, once per size."""
+    def _frame_geometry(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Plan | None]:
+        """(size [1,2], forward [1,2,3], inverse [1,2,3], resize plan or None) of a whole frame, once per size."""
         entry = self._geometry.get(hw)
         if entry is None:
             size = np.array([hw], dtype=np.int64)
             forward, inverse = _affines(self.spec, size, None)
             if len(self._geometry) >= 64:  # a stream of ever-new sizes: keep the table small
                 self._geometry.clear()
-            entry = self._geometry[hw] = (size, forward, inverse, integer_shift(forward[0]))
+            entry = self._geometry[hw] = (size, forward, inverse, resize_plan(forward[0], hw))
         return entry
 
     def _warp(self, images: list[np.ndarray], forward: np.ndarray,
-              shifts: list[tuple[int, int] | None] | None = None) -> np.ndarray:
+              plans: list[Plan | None] | None = None) -> np.ndarray:
         """Warp each image straight into its slot of one ``[N, H, W, 3]`` uint8 buffer.
 
-        An affine that only moves pixels by whole pixels (``shifts``, else checked here: an image already at the
-        input size, or one that fits one axis exactly under letterbox) is a copy into a padded slot, the same
-        pixels bilinear sampling gives at whole-pixel positions; a batch of one unmoved image at the input size
-        is returned as a view of it.
+        An axis-aligned affine with a ``plan`` (else checked here) is ``cv2.resize`` (skipped at scale 1) and a
+        paste into the padded slot: the same sample points, and at scale 1 the same pixels, as the bilinear
+        warp, in about half its time; a batch of one image already at the input size is returned as a view.
         """
         h, w = self.spec.height, self.spec.width
-        if shifts is None:
-            shifts = [integer_shift(m) for m in forward]
-        if len(images) == 1 and shifts[0] == (0, 0) and images[0].shape[:2] == (h, w):
+        if plans is None:
+            plans = [resize_plan(m, img.shape[:2]) for img, m in zip(images, forward, strict=True)]
+        if len(images) == 1 and plans[0] == ((w, h), (0, 0)) and images[0].shape[:2] == (h, w):
             return images[0][None]
         out = np.empty((len(images), h, w, 3), dtype=np.uint8)
         border = (float(self.spec.pad_value),) * 3
         for i, (img, m) in enumerate(zip(images, forward, strict=True)):
-            shift = shifts[i]
-            if shift is not None:
-                _paste(img, shift, out[i], self.spec.pad_value)
+            plan = plans[i]
+            if plan is not None:
+                size, shift = plan
+                src = img if size == (img.shape[1], img.shape[0]) else cv2.resize(img, size,
+                                                                                   interpolation=cv2.INTER_LINEAR)
+                _paste(src, shift, out[i], self.spec.pad_value)
                 continue
             cv2.warpAffine(
                 img,

@@ -295,12 +295,14 @@ def test_per_size_geometry_equals_the_general_path_and_stays_unshared(mode: str)
 
 @pytest.mark.parametrize("shift", [(32, 0), (0, 7), (-5, 3), (-300, 0), (4, -2)])
 def test_whole_pixel_shift_is_the_same_pixels_as_the_warp(shift: tuple[int, int]) -> None:
-    from heatdeploy.runtime.preprocess import integer_shift
+    from heatdeploy.runtime.preprocess import resize_plan
 
     spec = replace(SPEC, pad_value=114)
     img = np.random.default_rng(3).integers(0, 256, (64, 30, 3), dtype=np.uint8)
     m = np.array([[[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]]])
-    assert integer_shift(m[0]) == shift and integer_shift(m[0] * [[1.0, 1, 1], [1, 0.5, 1]]) is None
+    assert resize_plan(m[0], (64, 30)) == ((30, 64), shift)
+    assert resize_plan(m[0] + [[0, 0, 0.5], [0, 0, 0]], (64, 30)) is None  # a half-pixel shift is a real warp
+    assert resize_plan(m[0] + [[0, 0.1, 0], [0, 0, 0]], (64, 30)) is None  # so is a shear
     want = cv2.warpAffine(img, m[0], (spec.width, spec.height), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(114, 114, 114))
     pre = Preprocessor(spec)
@@ -308,11 +310,22 @@ def test_whole_pixel_shift_is_the_same_pixels_as_the_warp(shift: tuple[int, int]
     np.testing.assert_array_equal(pre._warp([img], m, [None])[0], want)  # the warp itself, for the record
 
 
-def test_letterbox_onto_one_exact_axis_is_a_pasted_copy() -> None:
-    spec = replace(SPEC, pad_value=0)  # 64 x 48 input
-    img = np.random.default_rng(4).integers(0, 256, (64, 20, 3), dtype=np.uint8)
+@pytest.mark.parametrize(("hw", "plan"), [((64, 20), ((20, 64), (14, 0))), ((128, 96), ((48, 64), (0, 0))),
+                                          ((80, 96), ((48, 40), (0, 12))), ((16, 12), None)])
+def test_exact_letterbox_is_a_resize_and_paste_sampling_the_warps_points(hw, plan) -> None:
+    spec = replace(SPEC, pad_value=7)  # 64 x 48 input
+    img = cv2.GaussianBlur(np.random.default_rng(4).integers(0, 256, (*hw, 3), dtype=np.uint8), (0, 0), 2)
     pre = Preprocessor(spec)
-    assert pre._frame_geometry((64, 20))[3] == (14, 0)
-    warped = cv2.warpAffine(img, np.array([[1.0, 0, 14], [0, 1, 0]]), (48, 64), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    np.testing.assert_array_equal(pre([img]).tensor, pre._normalise(warped[None]))
+    assert pre._frame_geometry(hw)[3] == plan
+    forward = input_affines(spec, np.array([hw]))
+    warped = cv2.warpAffine(img, forward[0], (48, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=(7, 7, 7))
+    if plan is None:  # enlarging: the warp itself (resize would repeat the edge where the warp pads)
+        np.testing.assert_array_equal(pre([img]).tensor, pre._normalise(warped[None]))
+        return
+    got = pre._warp([img], forward, [plan])[0]
+    diff = np.abs(got.astype(int) - warped)
+    # the same sample points: only the two functions' fixed-point rounding differs (warpAffine snaps
+    # positions to 1/32 px), at scale 1 not at all
+    assert diff.max() <= (0 if plan[0] == (hw[1], hw[0]) else 2) and (diff > 0).mean() < 0.3
+    np.testing.assert_array_equal(got == 7, warped == 7)  # the padding lands on the same pixels
