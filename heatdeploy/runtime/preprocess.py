@@ -357,6 +357,25 @@ class Preprocessor:
             if self.spec.color == "RGB":
                 tall = cv2.cvtColor(tall, cv2.COLOR_BGR2RGB)
             return cv2.LUT(tall, self._lut).reshape(n, h, w, 3)
+        _check_blob_maker()
         out = np.empty((n, 3, h, w), dtype=np.float32)
         cv2.dnn.blobFromImagesWithParams(list(batch), out, self._blob)
         return out
+
+
+_BLOB_CHECKED: list[bool] = []
+
+
+def _check_blob_maker() -> None:
+    """Once per process: OpenCV's blob maker computes the formula for every image of a batch (4.8 swaps the
+    scale of the second image on, which would feed batches a wrong tensor without an error)."""
+    if _BLOB_CHECKED:
+        return
+    pixel = np.array([[[10, 120, 250]]], dtype=np.uint8)
+    params = cv2.dnn.Image2BlobParams(scalefactor=(1.0, 2.0, 3.0), size=(1, 1), mean=(1.0, 2.0, 3.0), swapRB=True,
+                                      ddepth=cv2.CV_32F, datalayout=cv2.dnn.DNN_LAYOUT_NCHW)
+    got = np.asarray(cv2.dnn.blobFromImagesWithParams([pixel, pixel], params)).reshape(2, 3)
+    if not np.allclose(got, (np.array([250.0, 120.0, 10.0]) - [1, 2, 3]) * [1, 2, 3]):
+        raise HeatdeployError(f"OpenCV {cv2.__version__} computes cv2.dnn.blobFromImagesWithParams wrongly for "
+                              "batches; pip install 'opencv-python-headless>=4.9,<5'")
+    _BLOB_CHECKED.append(True)
