@@ -5,8 +5,8 @@ Pixel convention (used everywhere here, and by ``cv2.warpAffine``): integer coor
 of the original (the image centre, or a person box centre) to the input centre ``((W-1)/2, (H-1)/2)``
 and scales about it, so the image's outer edges land exactly on the input's edges.
 
-Only the warp is per image (one ``cv2.warpAffine`` call each); colour order, scaling, mean/std and the
-layout transpose run once on the stacked batch. Per frame size the affines are computed once: a video's
+Only the warp is per image (one ``cv2.warpAffine`` call each, or ``cv2.resize`` + a paste where that samples
+the same points); colour order, scaling, mean/std and the layout run once on the stacked batch. Per frame size the affines are computed once: a video's
 frames all share them, and the per-frame cost is the number of calls more than their arithmetic.
 """
 
@@ -24,7 +24,6 @@ from heatdeploy.spec import InputSpec
 # Person boxes are enlarged by this factor before cropping, as MMPose's top-down pipeline does,
 # so limbs that stick out of a tight detector box stay in view.
 BOX_PADDING = 1.25
-_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 _GREY_WEIGHTS_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # ITU-R BT.601, as cv2
 _FIX = "pass a JPEG, PNG, BMP or WebP file"
 
@@ -263,7 +262,7 @@ class Preprocessor:
                 scalefactor=tuple(float(v) for v in spec.scale / std), size=(spec.width, spec.height),
                 mean=tuple(float(v) for v in mean / spec.scale), swapRB=spec.color == "RGB", ddepth=cv2.CV_32F,
                 datalayout=cv2.dnn.DNN_LAYOUT_NCHW)
-        self._geometry: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = {}
+        self._geometry: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, Plan | None]] = {}
 
     @property
     def pixel_step(self) -> np.ndarray:
