@@ -6,8 +6,9 @@ of the original (the image centre, or a person box centre) to the input centre `
 and scales about it, so the image's outer edges land exactly on the input's edges.
 
 Only the warp is per image (one ``cv2.warpAffine`` call each, or ``cv2.resize`` + a paste where that samples
-the same points); colour order, scaling, mean/std and the layout run once on the stacked batch. Per frame size the affines are computed once: a video's
-frames all share them, and the per-frame cost is the number of calls more than their arithmetic.
+the same points); colour order, scaling, mean/std and the layout run once on the stacked batch. Per frame
+size the affines are computed once: a video's frames all share them, and the per-frame cost is the number of
+calls more than their arithmetic.
 """
 
 from __future__ import annotations
