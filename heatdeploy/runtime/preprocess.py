@@ -283,7 +283,9 @@ class Preprocessor:
         else:
             sizes = np.array([img.shape[:2] for img in bgr], dtype=np.int64).reshape(-1, 2)
             forward, inverse = _affines(self.spec, sizes, boxes)
-            plans = None
+            # Box crops (a detector's, or tracked from the last frame) sit at sub-pixel positions: planning a
+            # resize for each, every frame, would cost more than it could save. Warp them.
+            plans = [None] * len(bgr)
         warped = self._warp(bgr, forward, plans)
         return Batch(tensor=self._normalise(warped), transforms=inverse, image_sizes=sizes)
 
